@@ -42,6 +42,7 @@ class StudySpec:
 
     patient: Patient = field(default_factory=Patient)
     study_uid: str = field(default_factory=new_uid)
+    frame_of_reference_uid: str = field(default_factory=new_uid)
     study_date: str = "20240115"
     study_time: str = "101500"
     accession_number: str = "ACC0001"
@@ -97,7 +98,7 @@ def synthetic_instance(
     ds.InstanceNumber = instance_number
     ds.ImagePositionPatient = [0.0, 0.0, float(instance_number)]
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.FrameOfReferenceUID = spec.study_uid + ".1"
+    ds.FrameOfReferenceUID = spec.frame_of_reference_uid
     ds.SliceThickness = 1.0
     ds.PixelSpacing = [0.5, 0.5]
     ds.SamplesPerPixel = 1

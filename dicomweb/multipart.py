@@ -93,10 +93,13 @@ async def read_parts(
         if start == 0 or (start > 0 and buffer[start - 2 : start] == CRLF):
             del buffer[: start + len(delimiter)]
             break
+        if start > 0:  # the boundary text inside a line is not a delimiter: look past it
+            del buffer[: start + 1]
+            continue
+        if len(buffer) > len(delimiter) + 2:  # keep a tail that may hold a split delimiter
+            del buffer[: len(buffer) - len(delimiter) - 2]
         if not await fill():
             raise MultipartError(f"no multipart boundary {boundary!r} found in the body")
-        if len(buffer) > len(delimiter) and start < 0:
-            del buffer[: len(buffer) - len(delimiter) - 2]
 
     count = 0
     while True:

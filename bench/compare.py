@@ -1,0 +1,133 @@
+"""`python -m bench.compare`: the workload against Orthanc, OIX on SQLite and OIX on
+PostgreSQL in one run, a table of ratios, and a JSON record under bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict
+
+from bench.metrics import Metric, problems
+from bench.oix_server import running_oix, running_oix_on_postgres
+from bench.orthanc import installed_versions, running_orthanc
+from bench.report import comparison_table, write_results
+from bench.scale import FULL, QUICK
+from bench.server_process import ServerUnderTest
+from bench.studies import make_bench_studies
+from bench.workload import run_workload
+
+log = logging.getLogger("bench")
+
+TARGETS: dict[str, Callable[[bool], AbstractContextManager[ServerUnderTest]]] = {
+    "orthanc": lambda keep: running_orthanc(keep_dir=keep),
+    "oix-sqlite": lambda keep: running_oix(keep_dir=keep),
+    "oix-pg": lambda keep: running_oix_on_postgres(keep_dir=keep),
+}
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.compare",
+        description="DICOMweb benchmark: OIX against Orthanc, or the workload alone against "
+        "any DICOMweb service root.",
+    )
+    parser.add_argument(
+        "--targets",
+        default=",".join(TARGETS),
+        help=f"comma-separated, from {', '.join(TARGETS)} (default: all)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
+    parser.add_argument(
+        "--root", help="run the workload alone against this DICOMweb service root URL"
+    )
+    parser.add_argument("--pid", type=int, help="with --root: the server's pid, for peak RSS")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the servers' data directories and logs"
+    )
+    arguments = parser.parse_args(argv)
+    unknown = set(arguments.targets.split(",")) - set(TARGETS)
+    if unknown and not arguments.root:
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    return arguments
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    log.setLevel(logging.INFO)
+    arguments = parse_arguments(argv)
+    scale = QUICK if arguments.quick else FULL
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+    if arguments.root:
+        targets: dict[str, Callable[[], AbstractContextManager[ServerUnderTest]]] = {
+            "root": lambda: nullcontext(ServerUnderTest("root", arguments.root, arguments.pid))
+        }
+    else:
+        targets = {
+            name: (lambda factory=TARGETS[name]: factory(arguments.keep))
+            for name in arguments.targets.split(",")
+        }
+
+    started = time.perf_counter()
+    log.info("generating the %s corpus (before any timing)", scale.name)
+    studies = make_bench_studies(scale)
+    log.info("corpus ready in %.0f s", time.perf_counter() - started)
+
+    record: dict = {
+        "started": stamp,
+        "scale": scale.name,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "targets": {},
+    }
+    if "orthanc" in targets:
+        record["orthanc_packages"] = installed_versions()
+    metrics_by_target: dict[str, list[Metric]] = {}
+    for name, start_server in targets.items():
+        target_started = time.perf_counter()
+        log.info("== %s", name)
+        try:
+            with start_server() as server:
+                log.info("%s up, DICOMweb root %s", name, server.dicomweb_root)
+                metrics, details = run_workload(server, studies, scale)
+        except Exception as error:  # one target failing must not lose the others' results
+            log.error("%s failed: %s", name, error)
+            record["targets"][name] = {"error": f"{error}", "traceback": traceback.format_exc()}
+            continue
+        metrics_by_target[name] = metrics
+        details["wall_seconds"] = time.perf_counter() - target_started
+        record["targets"][name] = {
+            "metrics": [asdict(metric) for metric in metrics],
+            "details": details,
+        }
+        log.info("%s done in %.0f s", name, details["wall_seconds"])
+
+    record["wall_seconds"] = time.perf_counter() - started
+    print()
+    print(f"DICOMweb benchmark, {scale.name} scale, {os.cpu_count()} CPUs, {stamp}")
+    if metrics_by_target:
+        print(comparison_table(metrics_by_target))
+    for name, result in record["targets"].items():
+        if "error" in result:
+            print(f"{name}: FAILED: {result['error']}")
+            continue
+        for problem in problems(result["details"]):
+            print(f"{name}: {problem}")
+    path = write_results(record, stamp)
+    print(f"\nresults: {path}")
+    return 0 if metrics_by_target and len(metrics_by_target) == len(targets) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

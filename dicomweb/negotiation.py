@@ -1,0 +1,66 @@
+"""Content negotiation for WADO-RS (PS3.18 8.7): read the Accept header (or the `accept`
+query parameter, which takes precedence, 8.3.3.1) into ranked choices of media type and
+transfer syntax."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from dicomweb.multipart import MediaType, split_unquoted
+
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+ANY_TRANSFER_SYNTAX = "*"
+
+# PS3.18 Table 8.7.3-5: the media type a frame has in each compressed transfer syntax.
+NATIVE_FRAME_MEDIA_TYPES = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg",
+    "1.2.840.10008.1.2.4.51": "image/jpeg",
+    "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg",
+    "1.2.840.10008.1.2.4.80": "image/jls",
+    "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2",
+    "1.2.840.10008.1.2.4.91": "image/jp2",
+    "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx",
+    "1.2.840.10008.1.2.4.201": "image/jphc",
+    "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc",
+    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
+}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One acceptable representation: the media type of each part, and a transfer syntax
+    (None where the client named none, so the standard's default applies)."""
+
+    part_type: str
+    transfer_syntax: str | None
+    quality: float
+
+
+def accepted(request: Request, default_part_type: str) -> list[Choice]:
+    """The client's acceptable representations, best first. Each is a part media type:
+    `multipart/related; type="X"` counts as X, a bare `X` as X too, and `*/*` as the default."""
+    text = request.query_params.get("accept") or request.headers.get("accept") or "*/*"
+    choices: list[tuple[float, int, Choice]] = []
+    for position, entry in enumerate(split_unquoted(text, ",")):
+        if not entry.strip():
+            continue
+        media = MediaType.parse(entry)
+        try:
+            quality = float(media.params.get("q", "1"))
+        except ValueError:
+            quality = 1.0
+        if media.type == "multipart/related":
+            part_type = media.params.get("type", default_part_type).lower()
+        elif media.type in ("*/*", "multipart/*"):
+            part_type = default_part_type
+        else:
+            part_type = media.type
+        choices.append((-quality, position, Choice(part_type, media.params.get("transfer-syntax"), quality)))
+    return [choice for _, _, choice in sorted(choices) if choice.quality > 0]

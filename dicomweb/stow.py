@@ -1,0 +1,242 @@
+"""STOW-RS, Store Instances (PS3.18 10.5): stream a multipart/related body to disk part by
+part, check and index each object, and answer with the Store Instances Response."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import orjson
+from pydicom.uid import UID_dictionary
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from dicomweb.context import DicomWebLimits, context_of, service_root
+from dicomweb.errors import BadRequest, FailureReason, PayloadTooLarge, UnsupportedMediaType
+from dicomweb.multipart import MediaType, MultipartError, read_parts
+from dicomweb.part10 import Part10Error, UnknownTransferSyntax, read_part10
+from dicomweb.records import bulk_uri, instance_record
+from exchange.archive import Archive, Incoming
+from storage.blobs import BlobWriter
+from storage.instances import AddOutcome
+
+DICOM = "application/dicom"
+
+
+@lru_cache(maxsize=1)
+def storage_sop_classes() -> frozenset[str]:
+    """Every Storage SOP Class in pydicom's copy of PS3.6 Annex A: what this server stores."""
+    return frozenset(
+        uid for uid, (name, kind, _info, _retired, keyword) in UID_dictionary.items()
+        if kind == "SOP Class" and "Storage" in keyword
+        and not any(word in keyword for word in ("Commitment", "StorageManagement"))
+    )
+
+
+@dataclass
+class ReceivedPart:
+    writer: BlobWriter
+    media_type: str
+
+
+@dataclass
+class Failure:
+    sop_class_uid: str
+    sop_instance_uid: str
+    reason: FailureReason
+    message: str
+
+
+@dataclass
+class StoreReport:
+    """The outcome of one STOW-RS request, per object."""
+
+    stored: list[tuple[str, str, str, str]] = field(default_factory=list)  # class, instance, study, series
+    failed: list[Failure] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        # PS3.18 10.5.3: 200 all stored, 202 some failed, 409 none stored.
+        if not self.failed:
+            return 200
+        return 202 if self.stored else 409
+
+
+class _Spool:
+    """Opens a blob writer per part and enforces the size limits as bytes arrive."""
+
+    def __init__(self, archive: Archive, limits: DicomWebLimits):
+        self.archive = archive
+        self.limits = limits
+        self.parts: list[ReceivedPart] = []
+        self.total = 0
+
+    def open_part(self, headers: dict[str, str]):
+        writer = self.archive.blobs.new_writer()
+        self.parts.append(ReceivedPart(writer, MediaType.parse(headers.get("content-type", DICOM)).type))
+        spool = self
+
+        class Sink:
+            def write(self, chunk: bytes) -> None:
+                spool.total += len(chunk)
+                if spool.total > spool.limits.max_request_bytes:
+                    raise PayloadTooLarge(
+                        f"the request is larger than this server accepts ({spool.limits.max_request_bytes} bytes); "
+                        "send the study in several requests")
+                if writer.size + len(chunk) > spool.limits.max_object_bytes:
+                    raise PayloadTooLarge(
+                        f"part {len(spool.parts)} is larger than this server accepts for one object "
+                        f"({spool.limits.max_object_bytes} bytes)")
+                writer.write(chunk)
+
+            def close(self) -> None:
+                writer.close()
+
+        return Sink()
+
+    def discard(self) -> None:
+        self.archive.discard([part.writer for part in self.parts])
+
+
+async def store_instances(request: Request) -> Response:
+    context = context_of(request)
+    org = request.path_params["org"]
+    study_uid = request.path_params.get("study")
+    await run_in_threadpool(context.archive.require_organisation, org)
+    boundary = _boundary(request.headers.get("content-type", ""))
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > context.limits.max_request_bytes:
+        raise PayloadTooLarge(f"the request is larger than this server accepts ({context.limits.max_request_bytes} bytes)")
+    spool = _Spool(context.archive, context.limits)
+    try:
+        count = await read_parts(request.stream(), boundary, spool.open_part)
+    except MultipartError as exc:
+        spool.discard()
+        raise BadRequest(f"malformed multipart/related body: {exc}") from exc
+    except BaseException:
+        spool.discard()
+        raise
+    if count == 0:
+        raise BadRequest("the multipart/related body holds no parts")
+    report = await run_in_threadpool(store_parts, context.archive, context.limits, org, study_uid, spool.parts)
+    return _response(request, org, study_uid, report)
+
+
+def _boundary(content_type: str) -> str:
+    media = MediaType.parse(content_type)
+    if media.type != "multipart/related":
+        raise UnsupportedMediaType(
+            f"STOW-RS takes multipart/related; type=\"application/dicom\", not '{media.type or 'nothing'}'")
+    part_type = media.params.get("type", DICOM).lower()
+    if part_type != DICOM:
+        raise UnsupportedMediaType(
+            f"this server stores Part 10 objects (type=\"application/dicom\"), not type=\"{part_type}\"")
+    boundary = media.params.get("boundary")
+    if not boundary:
+        raise BadRequest("the multipart/related Content-Type has no boundary parameter")
+    return boundary
+
+
+def store_parts(archive: Archive, limits: DicomWebLimits, org: str, study_uid: str | None,
+                parts: list[ReceivedPart]) -> StoreReport:
+    """Check each part against PS3.18 10.5 and keep the ones that pass."""
+    report = StoreReport()
+    accepted: list[Incoming] = []
+    rejected: list[BlobWriter] = []
+    for number, part in enumerate(parts, start=1):
+        failure, incoming = _check(part, number, study_uid, limits)
+        if failure:
+            report.failed.append(failure)
+            rejected.append(part.writer)
+        else:
+            accepted.append(incoming)
+    archive.discard(rejected)
+    outcomes = archive.store(org, accepted) if accepted else []
+    for item, outcome in zip(accepted, outcomes):
+        record = item.record
+        if outcome is AddOutcome.CONFLICT:
+            report.failed.append(Failure(
+                record.sop_class_uid, record.sop_instance_uid, FailureReason.DUPLICATE_SOP_INSTANCE,
+                f"SOP Instance {record.sop_instance_uid} is already held with different content; "
+                "the stored object is kept. DELETE it first to replace it."))
+        else:
+            report.stored.append((record.sop_class_uid, record.sop_instance_uid, record.study_uid, record.series_uid))
+    return report
+
+
+def _check(part: ReceivedPart, number: int, study_uid: str | None,
+           limits: DicomWebLimits) -> tuple[Failure | None, Incoming | None]:
+    def fail(reason: FailureReason, message: str, sop_class: str = "", sop_instance: str = ""):
+        return Failure(sop_class, sop_instance, reason, f"part {number}: {message}"), None
+
+    if part.media_type not in (DICOM, ""):
+        return fail(FailureReason.CANNOT_UNDERSTAND, f"media type {part.media_type} is not application/dicom")
+    try:
+        parsed = read_part10(str(part.writer.path), limits.bulk_threshold, bulk_uri)
+    except UnknownTransferSyntax as exc:
+        return fail(FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED, str(exc))
+    except (Part10Error, ValueError, IndexError, UnicodeError) as exc:
+        return fail(FailureReason.CANNOT_UNDERSTAND, f"not a readable DICOM Part 10 object: {exc}")
+    sop_class, sop_instance = parsed.sop_class_uid, parsed.sop_instance_uid
+    missing = [name for name, value in (("SOPClassUID", sop_class), ("SOPInstanceUID", sop_instance),
+                                        ("StudyInstanceUID", parsed.study_uid),
+                                        ("SeriesInstanceUID", parsed.series_uid)) if not value]
+    if missing:
+        return fail(FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                    f"required attribute(s) {', '.join(missing)} missing", sop_class, sop_instance)
+    if sop_class not in storage_sop_classes():
+        return fail(FailureReason.SOP_CLASS_NOT_SUPPORTED,
+                    f"SOP Class {sop_class} is not a Storage SOP Class this server accepts", sop_class, sop_instance)
+    if study_uid is not None and parsed.study_uid != study_uid:
+        return fail(FailureReason.STUDY_UID_MISMATCH,
+                    f"StudyInstanceUID {parsed.study_uid} differs from {study_uid} in the request URL",
+                    sop_class, sop_instance)
+    part.writer.close()
+    return None, Incoming(part.writer, instance_record(parsed, part.writer.key, part.writer.size))
+
+
+def _response(request: Request, org: str, study_uid: str | None, report: StoreReport) -> Response:
+    root = service_root(request, org)
+    body: dict = {}
+    studies = {study for _, _, study, _ in report.stored}
+    retrieve_study = study_uid or (next(iter(studies)) if len(studies) == 1 else None)
+    if retrieve_study:
+        body["00081190"] = {"vr": "UR", "Value": [f"{root}/studies/{retrieve_study}"]}
+    if report.failed:
+        body["00081198"] = {"vr": "SQ", "Value": [
+            {
+                "00081150": _uid(failure.sop_class_uid),
+                "00081155": _uid(failure.sop_instance_uid),
+                "00081197": {"vr": "US", "Value": [int(failure.reason)]},
+            }
+            for failure in report.failed
+        ]}
+    if report.stored:
+        body["00081199"] = {"vr": "SQ", "Value": [
+            {
+                "00081150": _uid(sop_class),
+                "00081155": _uid(sop_instance),
+                "00081190": {"vr": "UR", "Value": [
+                    f"{root}/studies/{study}/series/{series}/instances/{sop_instance}"]},
+            }
+            for sop_class, sop_instance, study, series in report.stored
+        ]}
+    headers = {}
+    if report.failed:
+        # PS3.18 8.3.5.1 allows a Warning header (RFC 7234, code 299) for human-readable detail.
+        headers["Warning"] = ", ".join(
+            f'299 oix "{failure.message.replace(chr(34), chr(39))}"' for failure in report.failed[:20])
+    return Response(orjson.dumps(body), status_code=report.status, media_type="application/dicom+json",
+                    headers=headers)
+
+
+def _uid(value: str) -> dict:
+    return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
+
+
+ROUTES = [
+    Route("/studies", store_instances, methods=["POST"]),
+    Route("/studies/{study}", store_instances, methods=["POST"]),
+]

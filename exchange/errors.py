@@ -1,0 +1,28 @@
+"""Failures of the exchange layer, as values the HTTP edge maps to a status and a message."""
+
+
+class ExchangeError(Exception):
+    """Base of every failure a caller can act on."""
+
+
+class UnknownOrganisation(ExchangeError):
+    def __init__(self, slug: str):
+        super().__init__(f"no organisation '{slug}' on this server; `oix org list` shows the ones there are")
+        self.slug = slug
+
+
+class InvalidOrganisation(ExchangeError):
+    pass
+
+
+class DuplicateOrganisation(ExchangeError):
+    def __init__(self, slug: str):
+        super().__init__(f"organisation '{slug}' already exists")
+        self.slug = slug
+
+
+class NotHeld(ExchangeError):
+    """The organisation holds nothing at that study / series / instance."""
+
+    def __init__(self, what: str):
+        super().__init__(f"{what} is not held by this organisation")

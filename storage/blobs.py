@@ -1,0 +1,168 @@
+"""The immutable blob store for DICOM Part 10 objects: content-addressed (SHA-256), so the
+same bytes held for two organisations are stored once, and durable before anyone is told."""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class BlobWriter(Protocol):
+    """Receives one object's bytes as they arrive; knows its key once closed."""
+
+    path: Path
+    size: int
+
+    def write(self, chunk: bytes) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def key(self) -> str: ...
+    def discard(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    """What the exchange needs of a blob store; the filesystem is the embedded default."""
+
+    def new_writer(self) -> BlobWriter: ...
+    def commit(self, writers: list[BlobWriter]) -> None:
+        # Always replace: an existing file of the same name may be a leftover of a crash before
+        # its sync, so it is never trusted; the new bytes are identical by construction.
+        placed = []
+        for writer in writers:
+            writer.close()
+            target = self.path_of(writer.key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(writer.path, target)
+            placed.append(target)
+        sync_filesystem(self.root, placed)
+
+    def open(self, key: str) -> BinaryIO: ...
+    def read_range(self, key: str, offset: int, length: int) -> bytes: ...
+    def delete(self, keys: Iterable[str]) -> None: ...
+    def exists(self, key: str) -> bool: ...
+
+
+class SpooledBlob:
+    """A blob being received: written to a temporary file in the store, hashed on the way."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._file = open(path, "wb", buffering=0)
+        self._key: str | None = None
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._hash.update(chunk)
+        self.size += len(chunk)
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+            self._key = self._hash.hexdigest()
+
+    @property
+    def key(self) -> str:
+        if self._key is None:
+            raise RuntimeError("the blob is still being written")
+        return self._key
+
+    def discard(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+class FileBlobStore:
+    """Blobs as files under `root/blobs/ab/cdef…`, received under `root/incoming/`.
+
+    Commit order (DESIGN invariant 1): every file of a request is renamed into place, then one
+    filesystem sync makes all of them durable together (instead of one fsync after another),
+    and only then may the caller commit the index and acknowledge."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.blob_dir = root / "blobs"
+        self.incoming = root / "incoming"
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        for stale in self.incoming.iterdir():  # never acknowledged: a crash mid-request left them
+            stale.unlink(missing_ok=True)
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def new_writer(self) -> SpooledBlob:
+        with self._lock:
+            self._counter += 1
+            name = f"{os.getpid()}-{self._counter}-{os.urandom(4).hex()}"
+        return SpooledBlob(self.incoming / name)
+
+    def path_of(self, key: str) -> Path:
+        return self.blob_dir / key[:2] / key[2:4] / key
+
+    def commit(self, writers: list[BlobWriter]) -> None:
+        # Always replace: an existing file of the same name may be a leftover of a crash before
+        # its sync, so it is never trusted; the new bytes are identical by construction.
+        directories = set()
+        for writer in writers:
+            writer.close()
+            target = self.path_of(writer.key)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(writer.path, target)
+            directories.add(target.parent)
+        sync_filesystem(self.root, directories)
+
+    def open(self, key: str) -> BinaryIO:
+        return open(self.path_of(key), "rb")
+
+    def read_range(self, key: str, offset: int, length: int) -> bytes:
+        with open(self.path_of(key), "rb") as handle:
+            handle.seek(offset)
+            return handle.read(length)
+
+    def exists(self, key: str) -> bool:
+        return self.path_of(key).exists()
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.path_of(key).unlink(missing_ok=True)
+
+    def iter_chunks(self, key: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        with self.open(key) as handle:
+            while chunk := handle.read(chunk_size):
+                yield chunk
+
+
+_libc = None
+
+
+def sync_filesystem(root: Path, placed: list[Path]) -> None:
+    """Make renamed files durable together: syncfs(2) on Linux flushes the files and their
+    directory entries in one call; elsewhere, fsync each file and its directory."""
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(None, use_errno=True)
+            _libc.syncfs  # noqa: B018 - probe that the symbol exists
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            if _libc.syncfs(fd) != 0:
+                raise OSError(ctypes.get_errno(), "syncfs failed")
+        finally:
+            os.close(fd)
+        return
+    for path in placed:  # pragma: no cover - non-Linux
+        for target in (path, path.parent):
+            fd = os.open(target, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)

@@ -1,0 +1,72 @@
+"""The index database: an engine for SQLite (the embedded default) or PostgreSQL, with the
+settings that make a commit durable, and one way to open a write transaction."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlmodel import SQLModel
+
+from storage import tables  # noqa: F401 - registers the tables on SQLModel.metadata
+
+
+def database_url(url: str | None, data_dir: Path) -> str:
+    """`None` means the embedded default: SQLite in the data directory."""
+    if not url:
+        return f"sqlite:///{data_dir / 'index.sqlite3'}"
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class Database:
+    def __init__(self, url: str):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.engine: Engine = create_engine(
+                url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8, max_overflow=8
+            )
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        # SQLite allows one writer: serialise writers here rather than spin on SQLITE_BUSY.
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+
+    def create_schema(self) -> None:
+        SQLModel.metadata.create_all(self.engine)
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction, committed (durably) when the block ends without error."""
+        if self._write_lock is None:
+            with self.engine.begin() as connection:
+                yield connection
+            return
+        with self._write_lock, self.engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as connection:
+            yield connection
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers run beside the writer; synchronous=FULL fsyncs the WAL at every commit,
+    # so a committed STOW survives power loss (DESIGN invariant 1).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA case_sensitive_like=ON")  # as LIKE is on PostgreSQL
+    cursor.close()

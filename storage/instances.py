@@ -1,0 +1,413 @@
+"""The instance index: adding stored objects, answering queries in SQL, listing what a
+retrieve or a metadata request covers, and deleting. Every statement is scoped by organisation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, exists, func, literal, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import ColumnElement
+
+from storage.database import Database
+from storage.query import MATCHABLE, AttributeMatch, MatchKind, Query, QueryLevel, matchable_at
+from storage.tables import Instance, Series, Study
+
+STUDY = Study.__table__
+SERIES = Series.__table__
+INSTANCE = Instance.__table__
+TABLE_OF_LEVEL = {QueryLevel.STUDY: STUDY, QueryLevel.SERIES: SERIES, QueryLevel.INSTANCE: INSTANCE}
+
+
+@dataclass
+class InstanceRecord:
+    """Everything the index keeps about one object, made by the DICOM layer at store time."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    blob_key: str
+    size: int
+    instance_number: int | None
+    number_of_frames: int
+    study_columns: dict[str, Any]
+    study_attributes: bytes
+    series_columns: dict[str, Any]
+    series_attributes: bytes
+    instance_attributes: bytes
+    dicom_json: bytes
+    layout: bytes
+
+
+class AddOutcome(Enum):
+    STORED = "stored"
+    ALREADY_STORED = "already stored"  # the same bytes under the same SOP Instance UID
+    CONFLICT = "conflict"  # different bytes under an SOP Instance UID already held
+
+
+@dataclass
+class Held:
+    """A stored instance as a retrieve sees it."""
+
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax: str
+    blob_key: str
+    size: int
+    layout: bytes = b""
+
+
+@dataclass
+class QueryRow:
+    """One QIDO-RS match: the prepared attributes of each level it spans, and counts."""
+
+    attributes: list[bytes]
+    study_uid: str
+    series_uid: str | None = None
+    sop_instance_uid: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    modalities: list[str] = field(default_factory=list)
+
+
+def _insert(connection: Connection, table):
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)
+
+
+class InstanceIndex:
+    def __init__(self, database: Database):
+        self.database = database
+
+    # -- store --------------------------------------------------------------------------------
+
+    def add(self, org: str, records: Sequence[InstanceRecord]) -> list[AddOutcome]:
+        """Index `records` (their blobs already durable) in one transaction."""
+        with self.database.write() as connection:
+            return self._add(connection, org, records)
+
+    def _add(self, connection: Connection, org: str, records: Sequence[InstanceRecord]) -> list[AddOutcome]:
+        outcomes: dict[int, AddOutcome] = {}
+        held = self._held_blob_keys(connection, org, [r.sop_instance_uid for r in records])
+        fresh: dict[str, tuple[int, InstanceRecord]] = {}
+        for position, record in enumerate(records):
+            existing = held.get(record.sop_instance_uid) or (
+                fresh[record.sop_instance_uid][1].blob_key if record.sop_instance_uid in fresh else None
+            )
+            if existing is None:
+                fresh[record.sop_instance_uid] = (position, record)
+            elif existing == record.blob_key:
+                outcomes[position] = AddOutcome.ALREADY_STORED
+            else:
+                outcomes[position] = AddOutcome.CONFLICT
+        if fresh:
+            new = [record for _, record in fresh.values()]
+            studies = {r.study_uid: r for r in new}
+            connection.execute(
+                _insert(connection, STUDY).on_conflict_do_nothing(index_elements=["org", "study_uid"]),
+                [{"org": org, "study_uid": uid, "attributes": r.study_attributes, **r.study_columns}
+                 for uid, r in studies.items()],
+            )
+            series = {(r.study_uid, r.series_uid): r for r in new}
+            connection.execute(
+                _insert(connection, SERIES).on_conflict_do_nothing(
+                    index_elements=["org", "study_uid", "series_uid"]),
+                [{"org": org, "study_uid": s, "series_uid": se, "attributes": r.series_attributes,
+                  **r.series_columns} for (s, se), r in series.items()],
+            )
+            inserted = connection.execute(
+                _insert(connection, INSTANCE)
+                .on_conflict_do_nothing(index_elements=["org", "sop_instance_uid"])
+                .returning(INSTANCE.c.sop_instance_uid),
+                [_instance_row(org, r) for r in new],
+            ).scalars().all()
+            inserted_uids = set(inserted)
+            raced = [uid for uid in fresh if uid not in inserted_uids]
+            # Another writer stored some of them since we looked (PostgreSQL only): re-classify.
+            now_held = self._held_blob_keys(connection, org, raced) if raced else {}
+            for uid, (position, record) in fresh.items():
+                if uid in inserted_uids:
+                    outcomes[position] = AddOutcome.STORED
+                elif now_held.get(uid) == record.blob_key:
+                    outcomes[position] = AddOutcome.ALREADY_STORED
+                else:
+                    outcomes[position] = AddOutcome.CONFLICT
+        return [outcomes[i] for i in range(len(records))]
+
+    def _held_blob_keys(self, connection: Connection, org: str, uids: list[str]) -> dict[str, str]:
+        if not uids:
+            return {}
+        rows = connection.execute(
+            select(INSTANCE.c.sop_instance_uid, INSTANCE.c.blob_key).where(
+                INSTANCE.c.org == org, INSTANCE.c.sop_instance_uid.in_(uids))
+        )
+        return {uid: key for uid, key in rows}
+
+    # -- query --------------------------------------------------------------------------------
+
+    def search(self, org: str, query: Query) -> list[QueryRow]:
+        with self.database.read() as connection:
+            if query.level is QueryLevel.STUDY:
+                return self._search_studies(connection, org, query)
+            if query.level is QueryLevel.SERIES:
+                return self._search_series(connection, org, query)
+            return self._search_instances(connection, org, query)
+
+    def _search_studies(self, connection: Connection, org: str, query: Query) -> list[QueryRow]:
+        series_count = (select(func.count()).where(SERIES.c.org == STUDY.c.org,
+                                                   SERIES.c.study_uid == STUDY.c.study_uid)
+                        .correlate(STUDY).scalar_subquery())
+        instance_count = (select(func.count()).where(INSTANCE.c.org == STUDY.c.org,
+                                                     INSTANCE.c.study_uid == STUDY.c.study_uid)
+                          .correlate(STUDY).scalar_subquery())
+        statement = (
+            select(STUDY.c.study_uid, STUDY.c.attributes, series_count, instance_count)
+            .where(STUDY.c.org == org, *self._conditions(org, query))
+            .order_by(STUDY.c.study_date.desc(), STUDY.c.study_time.desc(), STUDY.c.id.desc())
+            .limit(query.limit).offset(query.offset)
+        )
+        rows = [
+            QueryRow([attributes], study_uid,
+                     counts={"NumberOfStudyRelatedSeries": n_series, "NumberOfStudyRelatedInstances": n_inst})
+            for study_uid, attributes, n_series, n_inst in connection.execute(statement)
+        ]
+        modalities = self._modalities(connection, org, [row.study_uid for row in rows])
+        for row in rows:
+            row.modalities = modalities.get(row.study_uid, [])
+        return rows
+
+    def _modalities(self, connection: Connection, org: str, study_uids: list[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        if not study_uids:
+            return found
+        statement = (select(SERIES.c.study_uid, SERIES.c.modality)
+                     .where(SERIES.c.org == org, SERIES.c.study_uid.in_(study_uids), SERIES.c.modality != "")
+                     .group_by(SERIES.c.study_uid, SERIES.c.modality)
+                     .order_by(SERIES.c.study_uid, SERIES.c.modality))
+        for study_uid, modality in connection.execute(statement):
+            found.setdefault(study_uid, []).append(modality)
+        return found
+
+    def _search_series(self, connection: Connection, org: str, query: Query) -> list[QueryRow]:
+        instance_count = (select(func.count()).where(INSTANCE.c.org == SERIES.c.org,
+                                                     INSTANCE.c.study_uid == SERIES.c.study_uid,
+                                                     INSTANCE.c.series_uid == SERIES.c.series_uid)
+                          .correlate(SERIES).scalar_subquery())
+        statement = (
+            select(SERIES.c.study_uid, SERIES.c.series_uid, STUDY.c.attributes, SERIES.c.attributes,
+                   instance_count)
+            .join_from(SERIES, STUDY, and_(STUDY.c.org == SERIES.c.org, STUDY.c.study_uid == SERIES.c.study_uid))
+            .where(SERIES.c.org == org, *self._conditions(org, query))
+            .order_by(SERIES.c.study_uid, SERIES.c.series_number, SERIES.c.id)
+            .limit(query.limit).offset(query.offset)
+        )
+        return [
+            QueryRow([study_attributes, series_attributes], study_uid, series_uid,
+                     counts={"NumberOfSeriesRelatedInstances": count})
+            for study_uid, series_uid, study_attributes, series_attributes, count in connection.execute(statement)
+        ]
+
+    def _search_instances(self, connection: Connection, org: str, query: Query) -> list[QueryRow]:
+        statement = (
+            select(INSTANCE.c.study_uid, INSTANCE.c.series_uid, INSTANCE.c.sop_instance_uid,
+                   STUDY.c.attributes, SERIES.c.attributes, INSTANCE.c.attributes)
+            .join_from(INSTANCE, SERIES, and_(SERIES.c.org == INSTANCE.c.org,
+                                              SERIES.c.study_uid == INSTANCE.c.study_uid,
+                                              SERIES.c.series_uid == INSTANCE.c.series_uid))
+            .join(STUDY, and_(STUDY.c.org == INSTANCE.c.org, STUDY.c.study_uid == INSTANCE.c.study_uid))
+            .where(INSTANCE.c.org == org, *self._conditions(org, query))
+            .order_by(INSTANCE.c.study_uid, INSTANCE.c.series_uid, INSTANCE.c.instance_number, INSTANCE.c.id)
+            .limit(query.limit).offset(query.offset)
+        )
+        return [
+            QueryRow([a, b, c], study_uid, series_uid, sop_uid)
+            for study_uid, series_uid, sop_uid, a, b, c in connection.execute(statement)
+        ]
+
+    def _conditions(self, org: str, query: Query) -> list[ColumnElement[bool]]:
+        table = TABLE_OF_LEVEL[query.level]
+        conditions: list[ColumnElement[bool]] = []
+        if query.study_uid is not None:
+            conditions.append(table.c.study_uid == query.study_uid)
+        if query.series_uid is not None:
+            conditions.append(table.c.series_uid == query.series_uid)
+        vrs = matchable_at(query.level)
+        for match in query.matches:
+            if match.kind is MatchKind.UNIVERSAL:
+                continue
+            if match.keyword == "ModalitiesInStudy":
+                conditions.append(self._modalities_condition(org, query.level, match))
+                continue
+            column = _column(query.level, match.keyword)
+            conditions.append(_condition(column, vrs[match.keyword], match))
+        return conditions
+
+    def _modalities_condition(self, org: str, level: QueryLevel, match: AttributeMatch) -> ColumnElement[bool]:
+        # PS3.4 C.6.2.1.2: ModalitiesInStudy matches a study if any of its series matches.
+        study_table = TABLE_OF_LEVEL[level]
+        inner = SERIES.alias("modality_series")
+        values = match.values if match.kind is MatchKind.UID_LIST else (match.values[0],)
+        modality_match = _condition(inner.c.modality, "CS",
+                                    AttributeMatch("Modality", match.kind if match.kind is MatchKind.WILDCARD
+                                                   else MatchKind.UID_LIST, values))
+        return exists(select(literal(1)).where(inner.c.org == org, inner.c.study_uid == study_table.c.study_uid,
+                                               modality_match))
+
+    # -- retrieve -----------------------------------------------------------------------------
+
+    def held(self, org: str, study_uid: str, series_uid: str | None = None,
+             sop_instance_uid: str | None = None, with_layout: bool = False) -> list[Held]:
+        columns = [INSTANCE.c.study_uid, INSTANCE.c.series_uid, INSTANCE.c.sop_instance_uid,
+                   INSTANCE.c.sop_class_uid, INSTANCE.c.transfer_syntax, INSTANCE.c.blob_key, INSTANCE.c.size]
+        if with_layout:
+            columns.append(INSTANCE.c.layout)
+        statement = select(*columns).where(*self._scope(org, study_uid, series_uid, sop_instance_uid)).order_by(
+            INSTANCE.c.series_uid, INSTANCE.c.instance_number, INSTANCE.c.id)
+        with self.database.read() as connection:
+            return [Held(*row) for row in connection.execute(statement)]
+
+    def dicom_json(self, org: str, study_uid: str, series_uid: str | None = None,
+                   sop_instance_uid: str | None = None) -> list[tuple[str, str, str, bytes]]:
+        """(study, series, instance, DICOM JSON) of each instance in scope."""
+        statement = (
+            select(INSTANCE.c.study_uid, INSTANCE.c.series_uid, INSTANCE.c.sop_instance_uid, INSTANCE.c.dicom_json)
+            .where(*self._scope(org, study_uid, series_uid, sop_instance_uid))
+            .order_by(INSTANCE.c.series_uid, INSTANCE.c.instance_number, INSTANCE.c.id)
+        )
+        with self.database.read() as connection:
+            return [tuple(row) for row in connection.execute(statement)]
+
+    def first_dicom_json(self, org: str, level: QueryLevel, keys: Iterable[tuple[str, str | None]]) -> dict:
+        """The DICOM JSON of one instance per study (or series): the source of attributes that
+        a QIDO-RS `includefield` asks for beyond the prepared ones."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        first = (select(func.min(INSTANCE.c.id)).where(INSTANCE.c.org == org)
+                 .group_by(INSTANCE.c.study_uid, *( [INSTANCE.c.series_uid] if level is not QueryLevel.STUDY else [])))
+        study_uids = {study for study, _ in keys}
+        first = first.where(INSTANCE.c.study_uid.in_(study_uids))
+        statement = select(INSTANCE.c.study_uid, INSTANCE.c.series_uid, INSTANCE.c.dicom_json).where(
+            INSTANCE.c.id.in_(first))
+        with self.database.read() as connection:
+            found = {}
+            for study_uid, series_uid, payload in connection.execute(statement):
+                found[(study_uid, None if level is QueryLevel.STUDY else series_uid)] = payload
+            return found
+
+    def _scope(self, org: str, study_uid: str, series_uid: str | None, sop_instance_uid: str | None):
+        conditions = [INSTANCE.c.org == org, INSTANCE.c.study_uid == study_uid]
+        if series_uid is not None:
+            conditions.append(INSTANCE.c.series_uid == series_uid)
+        if sop_instance_uid is not None:
+            conditions.append(INSTANCE.c.sop_instance_uid == sop_instance_uid)
+        return conditions
+
+    # -- delete -------------------------------------------------------------------------------
+
+    def delete(self, org: str, study_uid: str, series_uid: str | None = None,
+               sop_instance_uid: str | None = None) -> tuple[int, list[str]]:
+        """Remove index rows in scope; return how many instances went and the blob keys that
+        no instance of any organisation references any more."""
+        with self.database.write() as connection:
+            scope = self._scope(org, study_uid, series_uid, sop_instance_uid)
+            keys = set(connection.execute(select(INSTANCE.c.blob_key).where(*scope)).scalars())
+            removed = connection.execute(delete(INSTANCE).where(*scope)).rowcount
+            # Series and studies left without instances go too.
+            connection.execute(delete(SERIES).where(
+                SERIES.c.org == org, SERIES.c.study_uid == study_uid,
+                ~exists(select(literal(1)).where(INSTANCE.c.org == org, INSTANCE.c.study_uid == study_uid,
+                                                 INSTANCE.c.series_uid == SERIES.c.series_uid))))
+            connection.execute(delete(STUDY).where(
+                STUDY.c.org == org, STUDY.c.study_uid == study_uid,
+                ~exists(select(literal(1)).where(SERIES.c.org == org, SERIES.c.study_uid == study_uid))))
+            still_used = set(connection.execute(
+                select(INSTANCE.c.blob_key).where(INSTANCE.c.blob_key.in_(keys)).distinct()).scalars()) if keys else set()
+            return removed, sorted(keys - still_used)
+
+    def totals(self) -> tuple[int, int]:
+        """(instances, bytes) over every organisation, for monitoring."""
+        with self.database.read() as connection:
+            count, size = connection.execute(select(func.count(), func.coalesce(func.sum(INSTANCE.c.size), 0))).one()
+        return int(count), int(size)
+
+    def blob_in_use(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        if not keys:
+            return set()
+        with self.database.read() as connection:
+            return set(connection.execute(
+                select(INSTANCE.c.blob_key).where(INSTANCE.c.blob_key.in_(keys)).distinct()).scalars())
+
+
+def _instance_row(org: str, record: InstanceRecord) -> dict[str, Any]:
+    return {
+        "org": org,
+        "study_uid": record.study_uid,
+        "series_uid": record.series_uid,
+        "sop_instance_uid": record.sop_instance_uid,
+        "sop_class_uid": record.sop_class_uid,
+        "instance_number": record.instance_number,
+        "transfer_syntax": record.transfer_syntax,
+        "blob_key": record.blob_key,
+        "size": record.size,
+        "number_of_frames": record.number_of_frames,
+        "attributes": record.instance_attributes,
+        "dicom_json": record.dicom_json,
+        "layout": record.layout,
+    }
+
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def column_name(keyword: str) -> str:
+    """`PatientBirthDate` → `patient_birth_date`; UIDs keep their short names."""
+    special = {"StudyInstanceUID": "study_uid", "SeriesInstanceUID": "series_uid",
+               "SOPInstanceUID": "sop_instance_uid", "SOPClassUID": "sop_class_uid", "StudyID": "study_id"}
+    return special.get(keyword) or _CAMEL.sub("_", keyword).lower()
+
+
+def _column(level: QueryLevel, keyword: str):
+    """The column holding `keyword`, on the table of the level that defines it (joined in)."""
+    for defining_level, keywords in MATCHABLE.items():
+        if keyword in keywords:
+            return TABLE_OF_LEVEL[defining_level].c[column_name(keyword)]
+    raise KeyError(keyword)
+
+
+def _like_pattern(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def _condition(column, vr: str, match: AttributeMatch) -> ColumnElement[bool]:
+    if match.kind is MatchKind.UID_LIST:
+        return column.in_(match.values)
+    if match.kind is MatchKind.RANGE:
+        low, high = match.values
+        parts = []
+        if low:
+            parts.append(column >= low)
+        if high:
+            parts.append(column <= high)
+        # PS3.4 C.2.2.2.5: an empty stored value never falls inside a range.
+        return and_(column != "", *parts)
+    value = match.values[0]
+    if vr == "IS":
+        return column == int(value)
+    if match.kind is MatchKind.WILDCARD:
+        pattern = _like_pattern(value)
+        if vr == "PN":
+            return column.ilike(pattern, escape="\\")
+        return column.like(pattern, escape="\\")
+    if vr == "PN":  # PS3.4 C.2.2.2.1: PN matching is case-insensitive here, as at Orthanc
+        return func.lower(column) == value.lower()
+    return column == value

@@ -1,0 +1,40 @@
+"""Organisation rows: the directory the exchange layer keeps on the index database."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from storage.database import Database
+from storage.tables import Organisation
+
+ORGANISATION = Organisation.__table__
+
+
+class OrganisationExists(Exception):
+    pass
+
+
+class OrganisationTable:
+    def __init__(self, database: Database):
+        self.database = database
+
+    def add(self, slug: str, name: str) -> Organisation:
+        organisation = Organisation(slug=slug, name=name)
+        try:
+            with self.database.write() as connection:
+                connection.execute(ORGANISATION.insert().values(slug=slug, name=name,
+                                                                created_at=organisation.created_at))
+        except IntegrityError as exc:
+            raise OrganisationExists(slug) from exc
+        return organisation
+
+    def get(self, slug: str) -> Organisation | None:
+        with self.database.read() as connection:
+            row = connection.execute(select(ORGANISATION).where(ORGANISATION.c.slug == slug)).mappings().first()
+        return Organisation(**row) if row else None
+
+    def all(self) -> list[Organisation]:
+        with self.database.read() as connection:
+            rows = connection.execute(select(ORGANISATION).order_by(ORGANISATION.c.slug)).mappings().all()
+        return [Organisation(**row) for row in rows]

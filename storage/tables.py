@@ -1,0 +1,92 @@
+"""The metadata index: one set of SQLModel tables for SQLite and PostgreSQL. Every row of
+patient data carries its organisation, and every lookup starts from it (DESIGN invariant 2)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Organisation(SQLModel, table=True):
+    slug: str = Field(primary_key=True, max_length=64)
+    name: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Study(SQLModel, table=True):
+    """Study-level query attributes (PS3.18 Table 10.6.3-3), as first stored."""
+
+    __table_args__ = (
+        UniqueConstraint("org", "study_uid"),
+        Index("ix_study_org_date", "org", "study_date"),
+        Index("ix_study_org_patient_id", "org", "patient_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    org: str = Field(foreign_key="organisation.slug", max_length=64)
+    study_uid: str
+    patient_name: str = ""
+    patient_id: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_date: str = ""
+    study_time: str = ""
+    accession_number: str = ""
+    study_id: str = ""
+    referring_physician_name: str = ""
+    study_description: str = ""
+    attributes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Series(SQLModel, table=True):
+    """Series-level query attributes (PS3.18 Table 10.6.3-4)."""
+
+    __table_args__ = (
+        UniqueConstraint("org", "study_uid", "series_uid"),
+        Index("ix_series_org_modality", "org", "modality"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    org: str = Field(max_length=64)
+    study_uid: str
+    series_uid: str
+    modality: str = ""
+    series_number: int | None = None
+    series_description: str = ""
+    performed_procedure_step_start_date: str = ""
+    performed_procedure_step_start_time: str = ""
+    attributes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Instance(SQLModel, table=True):
+    """One stored object: where its bytes are, its instance-level query attributes
+    (PS3.18 Table 10.6.3-5), its DICOM JSON ready to serve, and the layout of its values."""
+
+    __table_args__ = (
+        UniqueConstraint("org", "sop_instance_uid"),
+        Index("ix_instance_org_study_series", "org", "study_uid", "series_uid"),
+        Index("ix_instance_blob", "blob_key"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    org: str = Field(max_length=64)
+    study_uid: str
+    series_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    instance_number: int | None = None
+    transfer_syntax: str
+    blob_key: str
+    size: int
+    number_of_frames: int = 1
+    attributes: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # DICOM JSON of the whole object (PS3.18 Annex F), BulkDataURIs relative to the instance.
+    dicom_json: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # Where bulk values and frames lie in the blob: {"bulk": {...}, "frames": [...], ...}.
+    layout: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    stored_at: datetime = Field(default_factory=utcnow)
