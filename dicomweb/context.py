@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 
 from starlette.requests import Request
 
@@ -17,10 +20,31 @@ class DicomWebLimits:
     max_query_results: int = 1000  # QIDO-RS default and maximum `limit`
 
 
+# Checks received parts and makes their index records: `dicomweb.stow.check_parts` itself, or
+# the same function run in a pool of parser processes (see `parser_pool`).
+PartChecker = Callable[[list, "str | None", int], list]
+
+
 @dataclass(frozen=True)
 class DicomWebContext:
     archive: Archive
     limits: DicomWebLimits
+    check_parts: PartChecker
+
+
+class ParserPool:
+    """Runs `dicomweb.stow.check_parts` in worker processes, one batch per request."""
+
+    def __init__(self, workers: int):
+        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
+
+    def __call__(self, parts: list, study_uid: str | None, bulk_threshold: int) -> list:
+        from dicomweb.stow import check_parts
+
+        return self.executor.submit(check_parts, parts, study_uid, bulk_threshold).result()
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def context_of(request: Request) -> DicomWebContext:

@@ -40,7 +40,14 @@ LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN"
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 TEXT_VRS_WITH_CHARSET = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
 UNSPLIT_TEXT_VRS = frozenset({"ST", "LT", "UT", "UR"})
+TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
+                      "UR", "UT"})
+DEFAULT_ENCODINGS = ["iso8859"]  # the default repertoire, read leniently as Latin-1 (as pydicom does)
+CONTEXT_TAGS = frozenset({SPECIFIC_CHARACTER_SET, 0x00280103, 0x00280100, 0x7FE00001, 0x7FE00002})
 NUMBER_FORMATS = {"FL": "f", "FD": "d", "SL": "l", "SS": "h", "UL": "L", "US": "H", "SV": "q", "UV": "Q"}
+VR_NAMES = {name.encode("ascii"): name for name in (
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV", "OW",
+    "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV")}
 # Word size of each binary VR, for byte-swapping big endian bulk values (PS3.5 7.3).
 SWAP_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 
@@ -200,84 +207,102 @@ class _Reader:
     def _read_elements(self, end: int, stop_group: int | None, path: str,
                        charsets: list[str] | None) -> dict[str, Any]:
         data = self.data
+        data_length = len(data)
+        unpack_tag = self.tag_struct.unpack_from
+        unpack_u16 = self.u16.unpack_from
+        unpack_u32 = self.u32.unpack_from
+        explicit = self.explicit
         out: dict[str, Any] = {}
-        encodings = charsets or ["iso8859"]
+        encodings = charsets or DEFAULT_ENCODINGS
         private_creators: dict[tuple[int, int], str] = {}
         pixel_representation = 0
         bits_allocated = 16
-        while self.position < end:
-            start = self.position
+        position = self.position
+        while position < end:
+            start = position
             if start + 8 > end:
                 raise Part10Error(f"truncated element header at byte {start}")
-            group, element = self.tag_struct.unpack_from(data, start)
+            group, element = unpack_tag(data, start)
             tag = (group << 16) | element
             if stop_group is not None and group != stop_group:
                 break
             if tag == ITEM_DELIMITATION:
                 self.position = start + 8
                 return out
-            if self.explicit and group != 0xFFFE:
-                vr = bytes(data[start + 4 : start + 6]).decode("latin-1")
+            if explicit and group != 0xFFFE:
+                vr = VR_NAMES.get(data[start + 4 : start + 6])
+                if vr is None:
+                    raise Part10Error(f"invalid VR {bytes(data[start + 4 : start + 6])!r} of element "
+                                      f"({group:04X},{element:04X})")
                 if vr in LONG_VRS:
-                    (length,) = self.u32.unpack_from(data, start + 8)
+                    (length,) = unpack_u32(data, start + 8)
                     value_start = start + 12
-                elif vr.isalpha() and vr.isupper():
-                    (length,) = self.u16.unpack_from(data, start + 6)
-                    value_start = start + 8
                 else:
-                    raise Part10Error(f"invalid VR {vr!r} of element ({group:04X},{element:04X})")
+                    (length,) = unpack_u16(data, start + 6)
+                    value_start = start + 8
+                if vr == "UN":
+                    if group & 1 and 0x0010 <= element <= 0x00FF:
+                        vr = "LO"  # PS3.5 7.8.1: private creators are LO
+                    elif tag in DicomDictionary:
+                        known = DicomDictionary[tag][0]
+                        if known != "UN" and " " not in known:
+                            vr = known
             else:
-                (length,) = self.u32.unpack_from(data, start + 4)
+                (length,) = unpack_u32(data, start + 4)
                 value_start = start + 8
                 vr = self._implicit_vr(tag, group, element, private_creators, pixel_representation,
                                        bits_allocated)
             key = f"{tag:08X}"
-            element_path = f"{path}/{key}" if path else key
-            if vr == "UN" and self.explicit:
-                if group & 1 and 0x0010 <= element <= 0x00FF:
-                    vr = "LO"  # PS3.5 7.8.1: private creators are LO
-                elif tag in DicomDictionary:
-                    known = DicomDictionary[tag][0]
-                    if known != "UN" and " " not in known:
-                        vr = known
             if vr == "SQ" or (length == UNDEFINED_LENGTH and tag not in PIXEL_DATA_TAGS):
                 self.position = value_start
                 # PS3.5 6.2.2: a UN value of undefined length is a sequence in implicit VR LE.
-                was_explicit = self.explicit
                 if vr == "UN" and length == UNDEFINED_LENGTH:
                     self.explicit = False
                 try:
-                    items = self._read_sequence(length, element_path, encodings)
+                    items = self._read_sequence(length, f"{path}/{key}" if path else key, encodings)
                 finally:
-                    self.explicit = was_explicit
+                    self.explicit = explicit
                 out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+                position = self.position
                 continue
             if tag in PIXEL_DATA_TAGS and not path:
-                out[key] = self._read_pixel_data(tag, vr, length, value_start, element_path)
+                out[key] = self._read_pixel_data(tag, vr, length, value_start, key)
+                position = self.position
                 continue
             if length == UNDEFINED_LENGTH:
                 raise Part10Error(f"undefined length on a non-sequence element {key}")
-            value_end = value_start + length
-            if value_end > len(data):
+            position = value_start + length
+            if position > data_length:
                 raise Part10Error(f"element ({group:04X},{element:04X}) runs past the end of the data")
-            self.position = value_end
             if element == 0x0000 and group != 0x0002:
                 continue  # group lengths are retired (PS3.5 7.2) and not part of DICOM JSON
-            if 0x0010 <= element <= 0x00FF and group & 1:
-                creator = bytes(data[value_start:value_end]).rstrip(b" \x00").decode("latin-1")
+            if group & 1 and 0x0010 <= element <= 0x00FF:
+                creator = bytes(data[value_start:position]).rstrip(b" \x00").decode("latin-1")
                 private_creators[(group, element)] = creator
-            if tag == SPECIFIC_CHARACTER_SET:
-                terms = bytes(data[value_start:value_end]).decode("latin-1").split("\\")
-                encodings = convert_encodings([t.strip() for t in terms] or [""])
-            elif tag == 0x00280103 and length == 2:
-                (pixel_representation,) = self.u16.unpack_from(data, value_start)
-            elif tag == 0x00280100 and length == 2:
-                (bits_allocated,) = self.u16.unpack_from(data, value_start)
-            elif tag == 0x7FE00001:
-                self.extended_offsets = (self._uints(value_start, length, 8), [])
-            elif tag == 0x7FE00002 and self.extended_offsets is not None:
-                self.extended_offsets = (self.extended_offsets[0], self._uints(value_start, length, 8))
-            out[key] = self._value(vr, value_start, length, element_path, encodings)
+            if tag in CONTEXT_TAGS:
+                if tag == SPECIFIC_CHARACTER_SET:
+                    terms = bytes(data[value_start:position]).decode("latin-1").split("\\")
+                    encodings = convert_encodings([t.strip() for t in terms] or [""])
+                elif tag == 0x00280103 and length == 2:
+                    (pixel_representation,) = unpack_u16(data, value_start)
+                elif tag == 0x00280100 and length == 2:
+                    (bits_allocated,) = unpack_u16(data, value_start)
+                elif tag == 0x7FE00001:
+                    self.extended_offsets = (self._uints(value_start, length, 8), [])
+                elif tag == 0x7FE00002 and self.extended_offsets is not None:
+                    self.extended_offsets = (self.extended_offsets[0], self._uints(value_start, length, 8))
+            if length == 0:
+                out[key] = {"vr": vr}
+            elif vr in TEXT_VRS:
+                raw = data[value_start:position]
+                if vr in TEXT_VRS_WITH_CHARSET and encodings is not DEFAULT_ENCODINGS:
+                    text = _decode_text(bytes(raw), encodings, vr)
+                else:
+                    text = raw.decode("latin-1")
+                out[key] = _text_element(vr, text)
+            else:
+                out[key] = self._value(vr, value_start, length, path, key)
+        self.position = position
         return out
 
     def _implicit_vr(self, tag: int, group: int, element: int, creators: dict[tuple[int, int], str],
@@ -370,12 +395,11 @@ class _Reader:
 
     # -- values ---------------------------------------------------------------------------
 
-    def _value(self, vr: str, start: int, length: int, path: str, encodings: list[str]) -> dict[str, Any]:
-        if length == 0:
-            return {"vr": vr}
+    def _value(self, vr: str, start: int, length: int, parent: str, key: str) -> dict[str, Any]:
         data = self.data
         if vr in BINARY_VRS:
             if length > self.bulk_threshold:
+                path = f"{parent}/{key}" if parent else key
                 self.bulk[path] = ValueLocation(start, length, vr, big_endian=not self.little)
                 return {"vr": vr, "BulkDataURI": self.bulk_uri(path)}
             raw = bytes(data[start : start + length])
@@ -392,12 +416,8 @@ class _Reader:
             count = length // 4
             words = struct.unpack_from(f"{self.prefix}{count * 2}H", data, start)
             return {"vr": vr, "Value": [f"{words[i]:04X}{words[i + 1]:04X}" for i in range(0, len(words), 2)]}
-        raw = bytes(data[start : start + length])
-        if vr in TEXT_VRS_WITH_CHARSET:
-            text = _decode_text(raw, encodings, vr)
-        else:
-            text = raw.decode("latin-1")
-        return _text_element(vr, text)
+        # Any other VR: keep the bytes rather than guess (only reachable with unknown VRs).
+        return {"vr": vr, "InlineBinary": base64.b64encode(bytes(data[start : start + length])).decode("ascii")}
 
 
 def _resolve_ambiguous(vr: str, pixel_representation: int, bits_allocated: int) -> str:

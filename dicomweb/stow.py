@@ -3,6 +3,7 @@ part, check and index each object, and answer with the Store Instances Response.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -13,14 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dicomweb.context import DicomWebLimits, context_of, service_root
+from dicomweb.context import DicomWebLimits, PartChecker, context_of, service_root
 from dicomweb.errors import BadRequest, FailureReason, PayloadTooLarge, UnsupportedMediaType
 from dicomweb.multipart import MediaType, MultipartError, read_parts
 from dicomweb.part10 import Part10Error, UnknownTransferSyntax, read_part10
 from dicomweb.records import bulk_uri, instance_record
 from exchange.archive import Archive, Incoming
 from storage.blobs import BlobWriter
-from storage.instances import AddOutcome
+from storage.instances import AddOutcome, InstanceRecord
 
 DICOM = "application/dicom"
 
@@ -120,7 +121,8 @@ async def store_instances(request: Request) -> Response:
         raise
     if count == 0:
         raise BadRequest("the multipart/related body holds no parts")
-    report = await run_in_threadpool(store_parts, context.archive, context.limits, org, study_uid, spool.parts)
+    report = await run_in_threadpool(store_parts, context.archive, context.check_parts, context.limits, org,
+                                    study_uid, spool.parts)
     return _response(request, org, study_uid, report)
 
 
@@ -139,19 +141,40 @@ def _boundary(content_type: str) -> str:
     return boundary
 
 
-def store_parts(archive: Archive, limits: DicomWebLimits, org: str, study_uid: str | None,
-                parts: list[ReceivedPart]) -> StoreReport:
+@dataclass(frozen=True)
+class PartToCheck:
+    """What checking a part needs, picklable so a parser process can do it."""
+
+    number: int
+    path: str
+    media_type: str
+    blob_key: str
+    size: int
+
+
+def check_parts(parts: list[PartToCheck], study_uid: str | None,
+                bulk_threshold: int) -> list[Failure | InstanceRecord]:
+    """PS3.18 10.5 checks and index records of received parts. Runs in a parser process:
+    reading headers is the CPU-heavy part of a store, and Python threads share one core."""
+    return [_check(part, study_uid, bulk_threshold) for part in parts]
+
+
+def store_parts(archive: Archive, checker: PartChecker, limits: DicomWebLimits, org: str,
+                study_uid: str | None, parts: list[ReceivedPart]) -> StoreReport:
     """Check each part against PS3.18 10.5 and keep the ones that pass."""
+    for part in parts:
+        part.writer.close()
+    jobs = [PartToCheck(number, str(part.writer.path), part.media_type, part.writer.key, part.writer.size)
+            for number, part in enumerate(parts, start=1)]
     report = StoreReport()
     accepted: list[Incoming] = []
     rejected: list[BlobWriter] = []
-    for number, part in enumerate(parts, start=1):
-        failure, incoming = _check(part, number, study_uid, limits)
-        if failure:
-            report.failed.append(failure)
+    for part, checked in zip(parts, checker(jobs, study_uid, limits.bulk_threshold)):
+        if isinstance(checked, Failure):
+            report.failed.append(checked)
             rejected.append(part.writer)
         else:
-            accepted.append(incoming)
+            accepted.append(Incoming(part.writer, checked))
     archive.discard(rejected)
     outcomes = archive.store(org, accepted) if accepted else []
     for item, outcome in zip(accepted, outcomes):
@@ -166,18 +189,17 @@ def store_parts(archive: Archive, limits: DicomWebLimits, org: str, study_uid: s
     return report
 
 
-def _check(part: ReceivedPart, number: int, study_uid: str | None,
-           limits: DicomWebLimits) -> tuple[Failure | None, Incoming | None]:
-    def fail(reason: FailureReason, message: str, sop_class: str = "", sop_instance: str = ""):
-        return Failure(sop_class, sop_instance, reason, f"part {number}: {message}"), None
+def _check(part: PartToCheck, study_uid: str | None, bulk_threshold: int) -> Failure | InstanceRecord:
+    def fail(reason: FailureReason, message: str, sop_class: str = "", sop_instance: str = "") -> Failure:
+        return Failure(sop_class, sop_instance, reason, f"part {part.number}: {message}")
 
     if part.media_type not in (DICOM, ""):
         return fail(FailureReason.CANNOT_UNDERSTAND, f"media type {part.media_type} is not application/dicom")
     try:
-        parsed = read_part10(str(part.writer.path), limits.bulk_threshold, bulk_uri)
+        parsed = read_part10(part.path, bulk_threshold, bulk_uri)
     except UnknownTransferSyntax as exc:
         return fail(FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED, str(exc))
-    except (Part10Error, ValueError, IndexError, UnicodeError) as exc:
+    except (Part10Error, ValueError, IndexError, UnicodeError, struct.error) as exc:
         return fail(FailureReason.CANNOT_UNDERSTAND, f"not a readable DICOM Part 10 object: {exc}")
     sop_class, sop_instance = parsed.sop_class_uid, parsed.sop_instance_uid
     missing = [name for name, value in (("SOPClassUID", sop_class), ("SOPInstanceUID", sop_instance),
@@ -193,8 +215,7 @@ def _check(part: ReceivedPart, number: int, study_uid: str | None,
         return fail(FailureReason.STUDY_UID_MISMATCH,
                     f"StudyInstanceUID {parsed.study_uid} differs from {study_uid} in the request URL",
                     sop_class, sop_instance)
-    part.writer.close()
-    return None, Incoming(part.writer, instance_record(parsed, part.writer.key, part.writer.size))
+    return instance_record(parsed, part.blob_key, part.size)
 
 
 def _response(request: Request, org: str, study_uid: str | None, report: StoreReport) -> Response:

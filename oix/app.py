@@ -14,9 +14,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from dicomweb.context import DicomWebContext
+from conformance.routes import ROUTES as CONFORMANCE_ROUTES
+from dicomweb.context import DicomWebContext, ParserPool
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.routes import service_root_mount
+from dicomweb.stow import check_parts
 from exchange.archive import Archive
 from exchange.organisations import OrganisationDirectory
 from oix.observability import Metrics, RequestLogMiddleware
@@ -44,10 +46,12 @@ def open_services(settings: Settings) -> Services:
     return Services(database, directory, archive)
 
 
-def _lifespan(services: Services):
+def _lifespan(services: Services, parser_pool: ParserPool | None):
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         yield
+        if parser_pool is not None:
+            parser_pool.shutdown()
         services.database.dispose()
 
     return lifespan
@@ -55,6 +59,7 @@ def _lifespan(services: Services):
 
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
     services = services or open_services(settings)
+    parser_pool = ParserPool(settings.parse_workers) if settings.parse_workers > 0 else None
     metrics = Metrics()
     metrics.watch_holdings(services.archive.index.totals)
 
@@ -71,11 +76,12 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"], allow_headers=["*"],
             expose_headers=["Content-Type", "Content-Length", "Warning", "X-Request-Id"]))
     app = Starlette(
-        routes=[Route("/healthz", healthz), Route("/metrics", prometheus), service_root_mount()],
+        routes=[Route("/healthz", healthz), Route("/metrics", prometheus), *CONFORMANCE_ROUTES,
+                service_root_mount()],
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=_lifespan(services),
+        lifespan=_lifespan(services, parser_pool),
     )
-    app.state.dicomweb = DicomWebContext(services.archive, settings.limits)
+    app.state.dicomweb = DicomWebContext(services.archive, settings.limits, parser_pool or check_parts)
     app.state.services = services
     return app

@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--cors-origin", action="append", dest="cors_origins",
                        help="an origin allowed to call the API from a browser (repeatable, or OIX_CORS_ORIGINS)")
     serve.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--parse-workers", type=int, default=None,
+                       help="processes reading stored objects' headers (default: CPUs up to 4; 0: none)")
 
     org = commands.add_parser("org", help="organisations")
     org_commands = org.add_subparsers(dest="org_command", required=True)
@@ -57,7 +59,8 @@ def _storage_flags(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace):
     from oix.settings import Settings
 
-    flags = {name: getattr(args, name, None) for name in ("data_dir", "database_url", "host", "port", "log_level")}
+    flags = {name: getattr(args, name, None) for name in ("data_dir", "database_url", "host", "port", "log_level",
+                                                      "parse_workers")}
     origins = getattr(args, "cors_origins", None)
     if origins:
         flags["cors_origins"] = tuple(origins)

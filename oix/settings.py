@@ -18,6 +18,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     limits: DicomWebLimits = field(default_factory=DicomWebLimits)
     log_level: str = "info"
+    # Processes that read received objects' headers on STOW (0: in the server process).
+    parse_workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 4))
 
     @classmethod
     def from_environment(cls, **flags) -> Settings:
@@ -29,6 +31,8 @@ class Settings:
             "cors_origins": tuple(o.strip() for o in env.get("OIX_CORS_ORIGINS", "").split(",") if o.strip()),
             "log_level": env.get("OIX_LOG_LEVEL", "info"),
         }
+        if env.get("OIX_PARSE_WORKERS"):
+            values["parse_workers"] = int(env["OIX_PARSE_WORKERS"])
         limits = DicomWebLimits(
             max_request_bytes=int(env.get("OIX_MAX_REQUEST_BYTES", DicomWebLimits.max_request_bytes)),
             max_object_bytes=int(env.get("OIX_MAX_OBJECT_BYTES", DicomWebLimits.max_object_bytes)),
