@@ -3,9 +3,6 @@ for one organisation at a time, with blobs made durable before the index says th
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -14,40 +11,6 @@ from exchange.organisations import OrganisationDirectory
 from storage.blobs import BlobStore, BlobWriter
 from storage.instances import AddOutcome, Held, InstanceIndex, InstanceRecord, QueryRow
 from storage.query import Query, QueryLevel
-
-
-class BlobReferenceGuard:
-    """Stores share it, deletes take it alone: a delete never unlinks a blob that a store in
-    flight has just placed but not yet indexed (the same bytes may arrive twice)."""
-
-    def __init__(self):
-        self._condition = threading.Condition()
-        self._sharers = 0
-        self._exclusive = False
-
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._condition:
-            self._condition.wait_for(lambda: not self._exclusive)
-            self._sharers += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._sharers -= 1
-                self._condition.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._condition:
-            self._condition.wait_for(lambda: not self._exclusive and self._sharers == 0)
-            self._exclusive = True
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._exclusive = False
-                self._condition.notify_all()
 
 
 @dataclass
@@ -63,7 +26,6 @@ class Archive:
         self.directory = directory
         self.index = index
         self.blobs = blobs
-        self._guard = BlobReferenceGuard()
 
     def require_organisation(self, org: str) -> None:
         self.directory.require(org)
@@ -75,7 +37,7 @@ class Archive:
         (DESIGN invariant 1). Returns an outcome per object, in order."""
         if not incoming:
             return []
-        with self._guard.shared():
+        with self.blobs.placing():
             self.blobs.commit([item.writer for item in incoming])
             outcomes = self.index.add(org, [item.record for item in incoming])
         refused = {item.record.blob_key for item, outcome in zip(incoming, outcomes)
@@ -120,7 +82,7 @@ class Archive:
 
     def delete(self, org: str, study_uid: str, series_uid: str | None = None,
                sop_instance_uid: str | None = None) -> int:
-        with self._guard.exclusive():
+        with self.blobs.removing():
             removed, orphaned = self.index.delete(org, study_uid, series_uid, sop_instance_uid)
             self.blobs.delete(orphaned)
         if not removed:
@@ -128,7 +90,7 @@ class Archive:
         return removed
 
     def _delete_unreferenced(self, keys: set[str]) -> None:
-        with self._guard.exclusive():
+        with self.blobs.removing():
             self.blobs.delete(keys - self.index.blob_in_use(keys))
 
 

@@ -4,10 +4,12 @@ same bytes held for two organisations are stored once, and durable before anyone
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import hashlib
 import os
 import threading
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -45,6 +47,8 @@ class BlobStore(Protocol):
     def read_range(self, key: str, offset: int, length: int) -> bytes: ...
     def delete(self, keys: Iterable[str]) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def placing(self) -> AbstractContextManager[None]: ...
+    def removing(self) -> AbstractContextManager[None]: ...
 
 
 class SpooledBlob:
@@ -127,6 +131,29 @@ class FileBlobStore:
 
     def exists(self, key: str) -> bool:
         return self.path_of(key).exists()
+
+    # The same bytes may arrive twice: a removal must never unlink a blob that a store in flight
+    # has placed but not yet indexed. Stores share this lock, removals take it alone; flock(2)
+    # makes that hold across threads and across server processes on one data directory.
+
+    @contextmanager
+    def placing(self) -> Iterator[None]:
+        with self._flock(fcntl.LOCK_SH):
+            yield
+
+    @contextmanager
+    def removing(self) -> Iterator[None]:
+        with self._flock(fcntl.LOCK_EX):
+            yield
+
+    @contextmanager
+    def _flock(self, mode: int) -> Iterator[None]:
+        fd = os.open(self.root / "blobs.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def delete(self, keys: Iterable[str]) -> None:
         for key in keys:
