@@ -365,7 +365,7 @@ def _instance_row(org: str, record: InstanceRecord) -> dict[str, Any]:
     }
 
 
-_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def column_name(keyword: str) -> str:
