@@ -64,3 +64,13 @@ def accepted(request: Request, default_part_type: str) -> list[Choice]:
             part_type = media.type
         choices.append((-quality, position, Choice(part_type, media.params.get("transfer-syntax"), quality)))
     return [choice for _, _, choice in sorted(choices) if choice.quality > 0]
+
+
+DICOM_JSON = "application/dicom+json"
+
+
+def accepts_dicom_json(request: Request) -> bool:
+    """Whether the client takes DICOM JSON (PS3.18 8.7.3.3): the only representation of
+    metadata and search results served here."""
+    return any(choice.part_type in (DICOM_JSON, "application/json", "*/*", "application/*")
+               for choice in accepted(request, DICOM_JSON))

@@ -22,7 +22,8 @@ from dicomweb.attributes import (
     resolve,
 )
 from dicomweb.context import context_of, service_root
-from dicomweb.errors import BadRequest
+from dicomweb.errors import BadRequest, NotAcceptable
+from dicomweb.negotiation import accepts_dicom_json
 from storage.query import AttributeMatch, MatchKind, Query, QueryLevel, matchable_at
 
 CONTROL_PARAMETERS = {"limit", "offset", "includefield", "fuzzymatching", "accept", "charset"}
@@ -53,9 +54,11 @@ def parse_query(request: Request, level: QueryLevel, max_results: int) -> tuple[
                 include = None
                 continue
             try:
-                include is not None and include.add(resolve(name)[1])
+                tag = resolve(name)[1]
             except UnknownAttribute as exc:
                 raise BadRequest(f"includefield: {exc}") from None
+            if include is not None:
+                include.add(tag)
     matchable = matchable_at(level)
     for name, value in params.multi_items():
         if name in CONTROL_PARAMETERS:
@@ -142,8 +145,19 @@ def _search(level: QueryLevel):
         context = context_of(request)
         org = request.path_params["org"]
         await run_in_threadpool(context.archive.require_organisation, org)
+        if not accepts_dicom_json(request):
+            raise NotAcceptable("search results are served as application/dicom+json only")
         query, include, warnings = parse_query(request, level, context.limits.max_query_results)
+        wanted = query.limit
+        query.limit = wanted + 1  # one more tells whether the results were cut
         rows = await run_in_threadpool(context.archive.search, org, query)
+        query.limit = wanted
+        if len(rows) > wanted:
+            rows = rows[:wanted]
+            if wanted == context.limits.max_query_results:
+                # PS3.18 10.6.3.3: say so when the server's maximum cut the results short.
+                warnings.append("The number of results exceeded the maximum supported by the server. "
+                                "Additional results can be requested.")
         defaults = set(ATTRIBUTES_OF_LEVEL[level])
         needs_more = include is None or bool(include - defaults - set(COUNT_TAGS.values()))
         representatives = {}

@@ -21,6 +21,8 @@ from dicomweb.negotiation import (
     NATIVE_FRAME_MEDIA_TYPES,
     Choice,
     accepted,
+    DICOM_JSON,
+    accepts_dicom_json,
 )
 from dicomweb.part10 import SWAP_SIZES, swap_bytes
 from dicomweb.records import INSTANCE_URL_MARK
@@ -29,7 +31,6 @@ from storage.instances import Held
 
 DICOM = "application/dicom"
 OCTET_STREAM = "application/octet-stream"
-DICOM_JSON = "application/dicom+json"
 CHUNK = 1 << 20
 
 
@@ -97,7 +98,7 @@ async def retrieve_metadata(request: Request) -> Response:
     """PS3.18 10.4.1.1.4: the DICOM JSON of every instance in scope, prepared at store time."""
     archive = context_of(request).archive
     org, study, series, instance = _scope(request)
-    if not _accepts_json(request):
+    if not accepts_dicom_json(request):
         raise NotAcceptable("metadata is served as application/dicom+json only")
     found = await run_in_threadpool(archive.dicom_json, org, study, series, instance)
     root = service_root(request, org).encode()
@@ -112,13 +113,6 @@ async def retrieve_metadata(request: Request) -> Response:
         yield b"]"
 
     return Response(b"".join(pieces()), media_type=DICOM_JSON)
-
-
-def _accepts_json(request: Request) -> bool:
-    for choice in accepted(request, DICOM_JSON):
-        if choice.part_type in (DICOM_JSON, "application/json", "*/*", "application/*"):
-            return True
-    return False
 
 
 # -- frames ---------------------------------------------------------------------------------------

@@ -1,0 +1,310 @@
+"""The DICOM conformance statement of OIX, generated from the code that enforces it: every table
+below is read from the module that does the work, so the statement cannot drift from the server.
+The one hand-written part is CHOICES: where PS3.18 leaves an alternative, what OIX picked."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import metadata
+from typing import Any
+
+from pydicom.datadict import dictionary_keyword, tag_for_keyword
+from pydicom.uid import UID, UID_dictionary
+from starlette.routing import Route
+
+from dicomweb import qido, stow, wado
+from dicomweb.attributes import (
+    ATTRIBUTES_OF_LEVEL,
+    AVAILABLE_TRANSFER_SYNTAX,
+    COUNT_TAGS,
+    INSTANCE_AVAILABILITY,
+    MODALITIES_IN_STUDY,
+    RETRIEVE_URL,
+)
+from dicomweb.context import DicomWebLimits
+from dicomweb.errors import FailureReason
+from dicomweb.negotiation import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE_FRAME_MEDIA_TYPES
+from dicomweb.part10 import DEFLATED_EXPLICIT_LITTLE, PIXEL_DATA_TAGS
+from dicomweb.transcode import TARGET_SYNTAXES
+from storage.query import LEVELS_FROM, MATCHABLE, MatchKind, QueryLevel
+
+SERVICE_ROOT = "/dicomweb/{org}"
+AS_STORED = "*"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One place where PS3.18 (or the parts it points to) allows more than one behaviour.
+    `ours` may name facts taken from the code in braces: {bulk_threshold}, {max_query_results},
+    {default_transfer_syntax}, {duplicate_code}, {study_mismatch_code}. `peers` says which other
+    servers do the same, and how the best-known ones differ."""
+
+    topic: str
+    section: str
+    ours: str
+    peers: str
+
+
+CHOICES: tuple[Choice, ...] = (
+    Choice("Empty search result", "PS3.18 10.6.3",
+           "200 OK with an empty JSON array [] (the standard also allows 204 No Content).",
+           "Orthanc answers 200 []; Azure DICOM answers 204. OHIF and dicomweb-client read both."),
+    Choice("Default transfer syntax on retrieve", "PS3.18 8.7.3.5.2",
+           "With no transfer-syntax parameter an instance is sent in {default_transfer_syntax} "
+           "(Explicit VR Little Endian), transcoded if stored otherwise; transfer-syntax=* sends the "
+           "stored bytes unchanged.",
+           "Azure DICOM (documented default 1.2.840.10008.1.2.1)."),
+    Choice("Person Name matching", "PS3.4 C.2.2.2.1, PS3.18 8.3.4.1",
+           "Case-insensitive, for single value and wild card matching of PN attributes.",
+           "Orthanc (CaseSensitivePN false by default), dcm4chee ('literal, case insensitive'), Azure DICOM."),
+    Choice("Order of search results", "PS3.18 10.6.3 (no order defined)",
+           "Studies newest first (StudyDate, then StudyTime, descending); series by SeriesNumber; "
+           "instances by InstanceNumber, within their series.",
+           "AWS HealthImaging orders series and instances the same way."),
+    Choice("Default and maximum limit", "PS3.18 8.3.4.4",
+           "A search returns at most {max_query_results} matches; that is also the default. A larger "
+           "limit (or limit=0) is lowered to it without error.",
+           "Azure DICOM uses 100 and 200 and refuses a larger limit with 400."),
+    Choice("Fuzzy matching", "PS3.18 8.3.4.2",
+           "Not supported: fuzzymatching=true performs literal matching and says so in a "
+           "Warning: 299 header.",
+           "Orthanc (DICOMweb plugin 1.7) ignores the parameter without a Warning."),
+    Choice("Storing an SOP Instance UID already held", "PS3.18 10.5.3, PS3.4 B.2.3",
+           "The identical object again is idempotent (200, listed as stored). A different object under "
+           "a held SOP Instance UID is refused with failure reason {duplicate_code} and the original is "
+           "kept; DELETE it first to replace it.",
+           "Orthanc keeps the original by default (OverwriteInstances false); Azure DICOM refuses every "
+           "duplicate (45070)."),
+    Choice("Study Instance UID differs from the request URL", "PS3.18 10.5.3 (names no code)",
+           "The instance fails with failure reason {study_mismatch_code}.",
+           "dcm4chee uses the same code (0xC409); Azure DICOM uses 43265 (0xA901)."),
+    Choice("Human-readable failure detail", "PS3.18 8.3.5.1 (Warning header field)",
+           "Every STOW failure (up to 20) is explained in a Warning: 299 header; error responses carry a "
+           "JSON body with the message.",
+           "dcm4chee also puts the detail of a failure in a Warning header."),
+    Choice("Bulk data in metadata", "PS3.18 F.2.6, F.2.7",
+           "Binary values longer than {bulk_threshold} bytes become a BulkDataURI, shorter ones "
+           "InlineBinary; Pixel Data is always a BulkDataURI.",
+           "Orthanc gives Pixel Data as a BulkDataURI; Azure DICOM leaves binary values out."),
+    Choice("Group Length elements", "PS3.5 7.2, PS3.18 Annex F",
+           "Group Length (gggg,0000) elements are left out of DICOM JSON.",
+           "Orthanc (DicomToJsonFlags_SkipGroupLengths)."),
+    Choice("Empty values in multi-valued attributes", "PS3.18 F.2.5",
+           "An empty component of a multi-valued attribute is null; an attribute without a value has "
+           "no Value member.",
+           "pydicom's to_json_dict."),
+    Choice("Delete", "not in PS3.18",
+           "DELETE of a study, series or instance removes it from the organisation's holdings "
+           "(200 with a JSON count).",
+           "Azure DICOM (same paths, 204)."),
+    Choice("Available Transfer Syntax UID in metadata", "PS3.18 10.4 (metadata), PS3.3 (0008,3002)",
+           "Every instance's metadata carries Available Transfer Syntax UID (0008,3002): the syntax it "
+           "is stored in, which transfer-syntax=* returns.",
+           "—"),
+    Choice("Form of Retrieve URL and BulkDataURI", "PS3.18 10.5.3, 10.6.3, F.2.6",
+           "Absolute URLs built from the scheme, host and port the client used, so the same holdings "
+           "answer on every host name.",
+           "Orthanc (from the Host header unless configured otherwise)."),
+    Choice("Representation of metadata and search results", "PS3.18 8.7, Annex F",
+           "DICOM JSON (application/dicom+json) only; application/dicom+xml is not produced.",
+           "Azure DICOM (JSON only)."),
+    Choice("Store request payload", "PS3.18 10.5.1",
+           "multipart/related; type=\"application/dicom\" of Part 10 objects only; metadata and bulk data "
+           "parts (dicom+json, dicom+xml) are refused with 415.",
+           "Azure DICOM also accepts a single application/dicom body."),
+    Choice("Transcoding on retrieve", "PS3.18 8.7.3",
+           "Any stored syntax can be sent as stored or decoded to an uncompressed syntax; OIX never "
+           "encodes into a compressed syntax.",
+           "—"),
+)
+
+TRANSACTIONS = {
+    stow: ("Store Instances", "PS3.18 10.5"),
+    qido: ("Search", "PS3.18 10.6"),
+    wado: ("Retrieve", "PS3.18 10.4"),
+}
+DELETE_TRANSACTION = ("Delete", "not in PS3.18")
+SINGULAR = {"studies": "Study", "series": "Series", "instances": "Instance"}
+
+
+def conformance_statement(limits: DicomWebLimits | None = None) -> dict[str, Any]:
+    """The statement as plain data (JSON-ready), for `limits` as configured (defaults if None)."""
+    return _statement(limits or DicomWebLimits())
+
+
+@lru_cache(maxsize=4)
+def _statement(limits: DicomWebLimits) -> dict[str, Any]:
+    return {
+        "implementation": {
+            "name": "OIX, the Open Image Exchange",
+            "version": _version(),
+            "standard": "DICOM PS3.18 Web Services: Studies Service (STOW-RS, QIDO-RS, WADO-RS)",
+            "service_root": SERVICE_ROOT,
+        },
+        "resources": resources(),
+        "media_types": media_types(),
+        "storage_sop_classes": [_uid_entry(uid) for uid in sorted(stow.storage_sop_classes(), key=_name_then_uid)],
+        "transfer_syntaxes": {
+            "store": [_uid_entry(uid) for uid in sorted(store_transfer_syntaxes(), key=_name_then_uid)],
+            "retrieve": [{"uid": AS_STORED, "name": "as stored (transfer-syntax=*, or the stored syntax named)"}]
+            + [_uid_entry(uid) for uid in TARGET_SYNTAXES],
+            "retrieve_default": _uid_entry(EXPLICIT_VR_LITTLE_ENDIAN),
+        },
+        "frame_media_types": [
+            {"transfer_syntax": uid, "name": _name(uid), "media_type": media}
+            for uid, media in NATIVE_FRAME_MEDIA_TYPES.items()
+        ],
+        "search": search_capabilities(limits),
+        "metadata": {
+            "added_attributes": [{"tag": AVAILABLE_TRANSFER_SYNTAX, "keyword": _keyword(AVAILABLE_TRANSFER_SYNTAX)}],
+            "bulk_data_uri_above_bytes": limits.bulk_threshold,
+            "always_bulk_data_uri": [{"tag": f"{tag:08X}", "keyword": _keyword(f"{tag:08X}")}
+                                     for tag in PIXEL_DATA_TAGS],
+        },
+        "store_failure_reasons": [
+            {"code": f"0x{reason.value:04X}", "value": reason.value, "reason": reason.name}
+            for reason in FailureReason
+        ],
+        "limits": asdict(limits),
+        "choices": [
+            {"topic": c.topic, "section": c.section, "ours": c.ours.format(**_facts(limits)), "peers": c.peers}
+            for c in CHOICES
+        ],
+    }
+
+
+def store_transfer_syntaxes() -> frozenset[str]:
+    """What dicomweb.part10 reads: every transfer syntax in pydicom's dictionary, and deflate."""
+    return frozenset(uid for uid in UID_dictionary if UID(uid).is_transfer_syntax) | {DEFLATED_EXPLICIT_LITTLE}
+
+
+def resources() -> list[dict[str, str]]:
+    """Every route below the service root, with the PS3.18 transaction and resource it serves."""
+    found = []
+    for module, transaction in TRANSACTIONS.items():
+        for route in module.ROUTES:
+            assert isinstance(route, Route)
+            for method in sorted(route.methods - {"HEAD"}):
+                name, section = DELETE_TRANSACTION if method == "DELETE" else transaction
+                found.append({
+                    "method": method,
+                    "path": SERVICE_ROOT + route.path,
+                    "resource": resource_name(route.path),
+                    "transaction": name,
+                    "section": section,
+                    "description": _summary(route.endpoint),
+                })
+    return found
+
+
+def resource_name(path: str) -> str:
+    """PS3.18's name for the resource at `path`: `/studies/{study}/series` → "Study's Series"."""
+    segments = [s for s in path.split("/") if s]
+    literals = [s for s in segments if not s.startswith("{")]
+    last = segments[-1]
+    if last.startswith("{"):
+        return SINGULAR.get(literals[-1], literals[-1].capitalize())
+    if last in SINGULAR:
+        scope = [SINGULAR[s] for s in literals[:-1]]
+        if not scope:
+            return f"All {last.capitalize()}"
+        owner = scope[-1] + ("'" if scope[-1].endswith("s") else "'s")
+        return f"{owner} {last.capitalize()}"
+    return f"{SINGULAR[literals[-2]]} {last.capitalize()}"
+
+
+def media_types() -> dict[str, dict[str, list[str]]]:
+    dicom, octets, json = wado.DICOM, wado.OCTET_STREAM, wado.DICOM_JSON
+    syntaxes = ", ".join([AS_STORED, *TARGET_SYNTAXES])
+    return {
+        "Store Instances": {
+            "request": [f'multipart/related; type="{stow.DICOM}"'],
+            "response": [json],
+        },
+        "Search": {"request": [], "response": [json]},
+        "Retrieve instances": {
+            "request": [],
+            "response": [f'multipart/related; type="{dicom}"; transfer-syntax={{{syntaxes}}}'],
+        },
+        "Retrieve metadata": {"request": [], "response": [json]},
+        "Retrieve frames": {
+            "request": [],
+            "response": [f'multipart/related; type="{octets}"; transfer-syntax={{{AS_STORED}, '
+                         f'{EXPLICIT_VR_LITTLE_ENDIAN}}}']
+            + [f'multipart/related; type="{media}"' for media in sorted(set(NATIVE_FRAME_MEDIA_TYPES.values()))],
+        },
+        "Retrieve bulk data": {"request": [], "response": [f'multipart/related; type="{octets}"']},
+    }
+
+
+def search_capabilities(limits: DicomWebLimits) -> dict[str, Any]:
+    computed = {
+        QueryLevel.STUDY: [MODALITIES_IN_STUDY, COUNT_TAGS["NumberOfStudyRelatedSeries"],
+                           COUNT_TAGS["NumberOfStudyRelatedInstances"]],
+        QueryLevel.SERIES: [COUNT_TAGS["NumberOfSeriesRelatedInstances"]],
+        QueryLevel.INSTANCE: [],
+    }
+    levels = {}
+    for level in QueryLevel:
+        levels[level.name] = {
+            "matching_keys": [
+                {"keyword": keyword, "tag": _tag(keyword), "vr": vr, "level": upper.name}
+                for upper in LEVELS_FROM[level] for keyword, vr in MATCHABLE[upper].items()
+            ],
+            "return_attributes": [
+                {"tag": tag, "keyword": _keyword(tag)}
+                for tag in (*ATTRIBUTES_OF_LEVEL[level], *computed[level], RETRIEVE_URL, INSTANCE_AVAILABILITY)
+            ],
+        }
+    return {
+        "levels": levels,
+        "matching": [kind.value for kind in MatchKind],
+        "control_parameters": sorted(qido.CONTROL_PARAMETERS),
+        "wildcard_vrs": sorted(qido.WILDCARD_VRS),
+        "limit": {"default": limits.max_query_results, "maximum": limits.max_query_results},
+    }
+
+
+def _facts(limits: DicomWebLimits) -> dict[str, Any]:
+    return {
+        "bulk_threshold": limits.bulk_threshold,
+        "max_query_results": limits.max_query_results,
+        "default_transfer_syntax": EXPLICIT_VR_LITTLE_ENDIAN,
+        "duplicate_code": f"0x{FailureReason.DUPLICATE_SOP_INSTANCE:04X}",
+        "study_mismatch_code": f"0x{FailureReason.STUDY_UID_MISMATCH:04X}",
+    }
+
+
+def _uid_entry(uid: str) -> dict[str, str]:
+    return {"uid": uid, "name": _name(uid)}
+
+
+def _name(uid: str) -> str:
+    entry = UID_dictionary.get(uid)
+    return entry[0] if entry else uid
+
+
+def _keyword(tag: str) -> str:
+    return dictionary_keyword(int(tag, 16))
+
+
+def _tag(keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    return f"{tag:08X}" if tag is not None else ""
+
+
+def _summary(endpoint) -> str:
+    doc = (getattr(endpoint, "__doc__", None) or "").strip()
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+def _version() -> str:
+    try:
+        return metadata.version("open-image-exchange")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _name_then_uid(uid: str) -> tuple[str, str]:
+    return _name(uid), uid
