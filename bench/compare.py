@@ -14,13 +14,14 @@ import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
+from functools import partial
 
 from bench.metrics import Metric, problems
 from bench.oix_server import running_oix, running_oix_on_postgres
 from bench.orthanc import installed_versions, running_orthanc
 from bench.report import comparison_table, write_results
 from bench.scale import FULL, QUICK
-from bench.server_process import ServerUnderTest
+from bench.server_process import ServerExited, ServerUnderTest
 from bench.studies import make_bench_studies
 from bench.workload import run_workload
 
@@ -72,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     else:
         targets = {
-            name: (lambda factory=TARGETS[name]: factory(arguments.keep))
-            for name in arguments.targets.split(",")
+            name: partial(TARGETS[name], arguments.keep) for name in arguments.targets.split(",")
         }
 
     started = time.perf_counter()
@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             with start_server() as server:
                 log.info("%s up, DICOMweb root %s", name, server.dicomweb_root)
                 metrics, details = run_workload(server, studies, scale)
+        except ServerExited as error:
+            log.error("%s", error)
+            record["targets"][name] = {"error": f"{error}", "details": error.details}
+            continue
         except Exception as error:  # one target failing must not lose the others' results
             log.error("%s failed: %s", name, error)
             record["targets"][name] = {"error": f"{error}", "traceback": traceback.format_exc()}
@@ -118,15 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"DICOMweb benchmark, {scale.name} scale, {os.cpu_count()} CPUs, {stamp}")
     if metrics_by_target:
         print(comparison_table(metrics_by_target))
+    clean = True
     for name, result in record["targets"].items():
         if "error" in result:
             print(f"{name}: FAILED: {result['error']}")
+            clean = False
             continue
         for problem in problems(result["details"]):
             print(f"{name}: {problem}")
+            clean = False
     path = write_results(record, stamp)
     print(f"\nresults: {path}")
-    return 0 if metrics_by_target and len(metrics_by_target) == len(targets) else 1
+    return 0 if clean else 1
 
 
 if __name__ == "__main__":

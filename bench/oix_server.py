@@ -4,6 +4,7 @@ database."""
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -17,6 +18,8 @@ from pathlib import Path
 import psycopg
 
 from bench.server_process import ServerUnderTest, free_port, stop, wait_until_ready
+
+log = logging.getLogger("bench")
 
 BENCH_ORGANISATION = "bench"
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -58,6 +61,7 @@ def running_oix(
         env["OIX_DATABASE_URL"] = database_url
     log_path = data_dir.parent / f"{data_dir.name}.log"
     process = None
+    failed = False
     try:
         subprocess.run(
             [executable, "org", "add", BENCH_ORGANISATION, "Bench organisation"],
@@ -73,9 +77,9 @@ def running_oix(
         ]  # fmt: skip
         if database_url:
             command += ["--database", database_url]
-        with open(log_path, "wb") as log:
+        with open(log_path, "wb") as log_file:
             process = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                command, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(process, f"{base}/healthz", log_path)
@@ -84,10 +88,15 @@ def running_oix(
             f"{base}/dicomweb/{BENCH_ORGANISATION}",
             process.pid,
         )
+    except BaseException:
+        failed = True
+        raise
     finally:
         if process is not None:
             stop(process)
-        if not keep_dir:
+        if keep_dir or failed:
+            log.info("OIX data directory %s and log %s kept", data_dir, log_path)
+        else:
             shutil.rmtree(data_dir, ignore_errors=True)
             log_path.unlink(missing_ok=True)
 

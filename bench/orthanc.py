@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.server_process import ServerUnderTest, free_port, stop, wait_until_ready
+
+log = logging.getLogger("bench")
 
 DEBIAN_PACKAGES = ["orthanc", "orthanc-dicomweb"]
 ORTHANC_EXECUTABLE = "Orthanc"
@@ -100,21 +103,27 @@ def running_orthanc(keep_dir: bool = False) -> Iterator[ServerUnderTest]:
     config_path = work_dir / "orthanc.json"
     config_path.write_text(json.dumps(orthanc_configuration(work_dir, port, plugin), indent=2))
     log_path = work_dir / "orthanc.log"
-    with open(log_path, "wb") as log:
+    with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             [executable, str(config_path)],
             cwd=work_dir,
-            stdout=log,
+            stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+    failed = False
     try:
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(process, f"{base}/system", log_path)
         yield ServerUnderTest("orthanc", f"{base}/dicom-web", process.pid)
+    except BaseException:
+        failed = True
+        raise
     finally:
         stop(process)
-        if not keep_dir:
+        if keep_dir or failed:
+            log.info("Orthanc's files and log kept in %s", work_dir)
+        else:
             shutil.rmtree(work_dir, ignore_errors=True)
 
 

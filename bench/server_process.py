@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 STOP_GRACE_SECONDS = 15.0
 
@@ -25,6 +26,22 @@ class ServerUnderTest:
 
 class ServerStartError(RuntimeError):
     """The server exited or did not answer in time; carries the tail of its log."""
+
+
+class ServerExited(RuntimeError):
+    """The server under test died during the workload; `details` holds what was measured."""
+
+    def __init__(self, name: str, details: dict):
+        super().__init__(f"{name} exited during the workload")
+        self.details = details
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (an exited child not yet reaped is a zombie: not alive)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def free_port() -> int:

@@ -33,10 +33,6 @@ class BudgetClock:
         self.used += 1
         return True
 
-    @property
-    def timed_out(self) -> bool:
-        return time.monotonic() >= self.deadline
-
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
     """Nearest-rank percentile of already sorted values."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -15,7 +16,7 @@ import httpx
 from bench.metrics import MB, Metric, headline_metrics
 from bench.peak_rss import PeakRssSampler
 from bench.scale import Scale
-from bench.server_process import ServerUnderTest
+from bench.server_process import ServerExited, ServerUnderTest, process_alive
 from bench.studies import BenchStudies, InstanceRef, StowRequest
 from bench.timing import Budget, LatencySummary, measure_latency
 from dicomweb.multipart import MediaType
@@ -157,10 +158,16 @@ class FirstAnswer:
     def fetch(
         cls, client: httpx.Client, url: str, accept: str, params: dict | None = None
     ) -> FirstAnswer:
-        try:
-            response = client.get(url, params=params, headers={"Accept": accept})
-        except httpx.HTTPError as error:
-            log.warning("GET %s failed: %s", url, error)
+        response = None
+        # One retry: a server that closed the connection after an earlier error should
+        # not hide what this request answers.
+        for _ in range(2):
+            try:
+                response = client.get(url, params=params, headers={"Accept": accept})
+                break
+            except httpx.HTTPError as error:
+                log.warning("GET %s failed: %s", url, error)
+        if response is None:
             return cls(TRANSPORT_ERROR)
         content_type = MediaType.parse(response.headers.get("content-type", "")).type
         items = None
@@ -249,18 +256,28 @@ def run_workload(
     Returns the headline metrics and the full details."""
     root = server.dicomweb_root.rstrip("/")
     details: dict = {"target": server.name, "root": root, "scale": scale.name}
+
+    def checkpoint() -> None:
+        # A dead server would answer every remaining loop with connection errors.
+        if server.pid and not process_alive(server.pid):
+            raise ServerExited(server.name, details)
+
     sampler = PeakRssSampler(server.pid) if server.pid else None
-    with sampler or nullcontext():
-        _store_phase(root, studies, scale, details)
-        with new_client() as client:
-            _read_phase(client, root, studies, scale, details)
-    if sampler:
-        details["peak_rss_bytes"] = sampler.peak_bytes
-        details["rss_samples"] = sampler.samples
+    try:
+        with sampler or nullcontext():
+            _store_phase(root, studies, scale, details, checkpoint)
+            with new_client() as client:
+                _read_phase(client, root, studies, scale, details, checkpoint)
+    finally:
+        if sampler:
+            details["peak_rss_bytes"] = sampler.peak_bytes
+            details["rss_samples"] = sampler.samples
     return headline_metrics(details, scale), details
 
 
-def _store_phase(root: str, studies: BenchStudies, scale: Scale, details: dict) -> None:
+def _store_phase(
+    root: str, studies: BenchStudies, scale: Scale, details: dict, checkpoint: Callable[[], None]
+) -> None:
     corpus = {"64x64": studies.query_requests, "512x512": studies.large_requests}
     consumed = {size: 0 for size in corpus}
     phases = (
@@ -269,22 +286,28 @@ def _store_phase(root: str, studies: BenchStudies, scale: Scale, details: dict) 
         ("512x512", 1, scale.stow_large_sequential),
         ("512x512", scale.concurrency, scale.stow_large_concurrent),
     )
-    stow: dict = {}
+    # One untimed request first, so neither server's cold start (imports, caches, first
+    # connection) lands in the first measured phase.
+    warm_up = store_instances(root, corpus["64x64"][:1], 1, Budget(count=1, seconds=60))
+    consumed["64x64"] = warm_up.requests
+    stow: dict = {"warm_up": {"concurrency": 1, **warm_up.as_dict()}}
     for size, concurrency, budget in phases:
         # Each phase stores requests no earlier phase stored: nothing is sent twice.
         result = store_instances(root, corpus[size][consumed[size] :], concurrency, budget)
         consumed[size] += result.requests
         name = f"{size}_c{'N' if concurrency > 1 else '1'}"
         stow[name] = {"concurrency": concurrency, **result.as_dict()}
+        details["stow"] = stow
         _log_stow(name, result)
+        checkpoint()
     # The rest of the 64×64 corpus, metadata studies first, so the queries see ≥10,000
     # instances; stored at full concurrency and reported, but not a headline figure.
     rest = studies.metadata_requests + corpus["64x64"][consumed["64x64"] :]
     fill = store_instances(root, rest, scale.concurrency, scale.fill)
     stow["fill"] = {"concurrency": scale.concurrency, **fill.as_dict()}
     _log_stow("fill", fill)
-    details["stow"] = stow
     details["instances_indexed"] = sum(phase["instances_stored"] for phase in stow.values())
+    checkpoint()
 
 
 def _log_stow(name: str, result: StowResult) -> None:
@@ -301,7 +324,12 @@ def _log_stow(name: str, result: StowResult) -> None:
 
 
 def _read_phase(
-    client: httpx.Client, root: str, studies: BenchStudies, scale: Scale, details: dict
+    client: httpx.Client,
+    root: str,
+    studies: BenchStudies,
+    scale: Scale,
+    details: dict,
+    checkpoint: Callable[[], None],
 ) -> None:
     queries = {
         "studies_limit_100": {"limit": "100"},
@@ -313,6 +341,7 @@ def _read_phase(
         details["qido"][name] = query_latency(client, root, params, scale.query)
         result = details["qido"][name]
         _log_latency(f"QIDO {name} ({result['first']['json_items']} matches)", result)
+        checkpoint()
     details["metadata"] = {
         "small_study": metadata_latency(
             client, root, studies.metadata_small_study, scale.metadata_small
@@ -323,6 +352,7 @@ def _read_phase(
     }
     for name, result in details["metadata"].items():
         _log_latency(f"metadata {name} ({result['first']['json_items']} inst)", result)
+    checkpoint()
     details["retrieve"] = retrieve_throughput(client, root, studies.retrieve_study, scale.retrieve)
     log.info(
         "WADO study retrieve %.1f MB/s (%d × %.1f MB)",
@@ -330,6 +360,7 @@ def _read_phase(
         details["retrieve"]["retrieves"],
         details["retrieve"]["bytes_per_retrieve"] / MB,
     )
+    checkpoint()
     details["frames"] = frame_latency(client, root, studies.frame_instances, scale.frames)
     _log_latency("frames/1", details["frames"])
 
