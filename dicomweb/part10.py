@@ -243,6 +243,8 @@ class _Reader:
                 if vr == "UN":
                     if group & 1 and 0x0010 <= element <= 0x00FF:
                         vr = "LO"  # PS3.5 7.8.1: private creators are LO
+                    elif group & 1:  # PS3.5 6.2.2: a private VR known from its creator's dictionary
+                        vr = _known_private_vr(tag, private_creators.get((group, element >> 8)))
                     elif tag in DicomDictionary:
                         known = DicomDictionary[tag][0]
                         if known != "UN" and " " not in known:
@@ -357,8 +359,8 @@ class _Reader:
 
     def _read_pixel_data(self, tag: int, vr: str, length: int, value_start: int, path: str) -> dict[str, Any]:
         data = self.data
-        if vr in ("NONE", "UN"):
-            vr = "OW"
+        if vr in ("NONE", "UN") or (tag == PIXEL_DATA and not self.explicit):
+            vr = "OW"  # PS3.5 A.1: native Pixel Data in Implicit VR Little Endian is OW
         if length != UNDEFINED_LENGTH:
             self.position = value_start + length
             if self.position > len(data):
@@ -418,6 +420,14 @@ class _Reader:
             return {"vr": vr, "Value": [f"{words[i]:04X}{words[i + 1]:04X}" for i in range(0, len(words), 2)]}
         # Any other VR: keep the bytes rather than guess (only reachable with unknown VRs).
         return {"vr": vr, "InlineBinary": base64.b64encode(bytes(data[start : start + length])).decode("ascii")}
+
+
+def _known_private_vr(tag: int, creator: str | None) -> str:
+    try:
+        known = private_dictionary_VR(tag, creator) if creator else "UN"
+    except KeyError:
+        return "UN"
+    return known if " " not in known else "UN"
 
 
 def _resolve_ambiguous(vr: str, pixel_representation: int, bits_allocated: int) -> str:
@@ -502,6 +512,14 @@ def _integer(text: str) -> int | float | str | None:
             return text
 
 
+def pixel_swap_size(vr: str, bits_allocated: int | None) -> int:
+    """The word size that makes big endian native Pixel Data little endian: the sample size when
+    samples are wider than a byte (as pydicom reads them), else OW's 16-bit words (PS3.5 7.3)."""
+    if bits_allocated and bits_allocated > 8:
+        return bits_allocated // 8
+    return SWAP_SIZES.get(vr, 1)
+
+
 def swap_bytes(raw: bytes, size: int) -> bytes:
     """Reverse the byte order of each `size`-byte word (big endian bulk values, PS3.5 7.3)."""
     import numpy as np
@@ -524,6 +542,8 @@ def _frame_locations(reader: _Reader, body: dict[str, Any]) -> list[list[ValueLo
         rows = _as_int(_first(body, "00280010"), 0)
         columns = _as_int(_first(body, "00280011"), 0)
         samples = _as_int(_first(body, "00280002"), 1)
+        if _first(body, "00280004") == "YBR_FULL_422":
+            samples = 2  # PS3.3 C.7.6.3.1.2: two pixels share one Cb and one Cr sample
         bits = _as_int(_first(body, "00280100"), 16)
         frame_bits = rows * columns * samples * bits
         if frame_bits == 0 or frame_bits % 8:

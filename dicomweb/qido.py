@@ -4,6 +4,7 @@ and render matches as DICOM JSON with the attributes of PS3.18 Tables 10.6.3-3/4
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Any
 
 import orjson
@@ -97,16 +98,29 @@ def _match(keyword: str, vr: str, value: str) -> AttributeMatch:
         if "-" in value:
             low, _, high = value.partition("-")
             for bound in (low, high):
-                if bound and not DATE_VALUE[vr].match(bound):
+                if bound and not _valid(vr, bound):
                     raise BadRequest(f"{keyword}: '{bound}' is not a valid {vr} value in range '{value}'")
             return AttributeMatch(keyword, MatchKind.RANGE, (low, high))
-        if not DATE_VALUE[vr].match(value):
+        if not _valid(vr, value):
             raise BadRequest(f"{keyword}: '{value}' is not a valid {vr} value (dates are YYYYMMDD)")
     if vr == "IS" and not value.lstrip("+-").isdigit():
         raise BadRequest(f"{keyword}: '{value}' is not an integer")
     if ("*" in value or "?" in value) and (vr in WILDCARD_VRS or keyword == "ModalitiesInStudy"):
         return AttributeMatch(keyword, MatchKind.WILDCARD, (value,))
     return AttributeMatch(keyword, MatchKind.SINGLE_VALUE, (value,))
+
+
+def _valid(vr: str, value: str) -> bool:
+    """PS3.5 6.2: DA is a real calendar date YYYYMMDD; TM is HH[MM[SS[.F{1,6}]]] in range."""
+    if not DATE_VALUE[vr].match(value):
+        return False
+    if vr == "DA":
+        try:
+            date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+        except ValueError:
+            return False
+        return True
+    return int(value[:2]) < 24 and (len(value) < 4 or int(value[2:4]) < 60) and (len(value) < 6 or int(value[4:6]) < 61)
 
 
 def render(request: Request, org: str, query: Query, rows, include: set[str] | None,

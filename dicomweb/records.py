@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from dicomweb.attributes import AVAILABLE_TRANSFER_SYNTAX, INSTANCE_ATTRIBUTES, SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
-from dicomweb.part10 import ParsedInstance
+from dicomweb.part10 import ParsedInstance, pixel_swap_size
 from storage.instances import InstanceRecord
 
 # BulkDataURIs are stored relative to their instance and made absolute when served, so the
@@ -69,6 +69,8 @@ def _layout(parsed: ParsedInstance) -> dict[str, Any]:
         "bulk": {path: [v.offset, v.length, v.vr, v.big_endian] for path, v in parsed.bulk.items()},
         "frames": [[[v.offset, v.length] for v in frame] for frame in parsed.frames],
         "frame_big_endian": bool(parsed.frames and parsed.frames[0][0].big_endian),
+        "pixel_swap_size": pixel_swap_size(parsed.bulk["7FE00010"].vr if "7FE00010" in parsed.bulk else "OB",
+                                           _int(parsed.first("00280100"))),
     }
 
 

@@ -13,7 +13,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from dicomweb.part10 import SWAP_SIZES, swap_bytes
+from dicomweb.part10 import SWAP_SIZES, pixel_swap_size, swap_bytes
 
 # What this server can produce from any stored syntax it can decode.
 TARGET_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -33,9 +33,12 @@ def transcode(source: BinaryIO, target: str) -> bytes:
         raise CannotTranscode(f"this server cannot encode transfer syntax {target}")
     try:
         dataset = pydicom.dcmread(source)
+        for _element in dataset.iterall():
+            pass  # converts every raw element: implicit VR data labelled explicit gets its VRs here
         stored = UID(dataset.file_meta.TransferSyntaxUID)
         if stored.is_compressed:
-            dataset.decompress()
+            # The same instance in another transfer syntax keeps its SOP Instance UID (PS3.18 8.7.3.5).
+            dataset.decompress(generate_instance_uid=False)
         elif not stored.is_little_endian:
             _to_little_endian(dataset)
         dataset.file_meta.TransferSyntaxUID = UID(target)
@@ -53,15 +56,18 @@ def _to_little_endian(dataset: Dataset) -> None:
     """Re-encode the word-valued binary elements of a big endian dataset (PS3.5 7.3)."""
     for element in dataset.iterall():
         size = SWAP_SIZES.get(element.VR)
+        if element.tag == 0x7FE00010:
+            size = pixel_swap_size(element.VR, dataset.get("BitsAllocated"))
         if size and isinstance(element.value, bytes):
             element.value = swap_bytes(element.value, size)
     dataset.set_original_encoding(False, True, dataset.original_character_set)
 
 
-def decode_frame(source: BinaryIO, index: int) -> bytes:
+def decode_frame(source: BinaryIO, index: int, deflated: bool = False) -> bytes:
     """Frame `index` (0-based) decoded to native little endian pixel bytes (PS3.5 8.2)."""
     try:
-        frame = pixel_array(source, index=index)
+        # pixel_array reads files itself but does not inflate a deflated dataset (PS3.5 A.5).
+        frame = pixel_array(pydicom.dcmread(source) if deflated else source, index=index)
     except Exception as exc:
         raise CannotTranscode(f"frame {index + 1} cannot be decoded: {exc}") from exc
     return np.ascontiguousarray(frame).astype(frame.dtype.newbyteorder("<"), copy=False).tobytes()

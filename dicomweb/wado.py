@@ -4,6 +4,8 @@ store; stored bytes go out unchanged unless the client asked for another transfe
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import AsyncIterator
 
 import orjson
@@ -48,24 +50,73 @@ async def retrieve_instances(request: Request) -> Response:
     held = await run_in_threadpool(archive.held, org, study, series, instance)
     target = _instance_syntax(accepted(request, DICOM), held)
     boundary = new_boundary()
+    batches = _batches(held)
+    try:
+        # The first batch is read before answering, so a stored object that cannot be decoded
+        # into the requested syntax is a 406, not a response cut short after its 200.
+        first = await run_in_threadpool(_read_batch, archive, batches[0], target, boundary, held[0])
+    except CannotTranscode as exc:
+        raise NotAcceptable(f"{exc}; ask for transfer-syntax=* to receive the objects as stored") from exc
 
     async def body() -> AsyncIterator[bytes]:
-        for index, item in enumerate(held):
-            syntax = item.transfer_syntax if target == ANY_TRANSFER_SYNTAX else target
-            yield part_head(boundary, {"Content-Type": f"{DICOM}; transfer-syntax={syntax}"}, first=index == 0)
-            if syntax == item.transfer_syntax:
-                handle = await run_in_threadpool(archive.open_blob, item.blob_key)
+        for index, batch in enumerate(batches):
+            # One thread hop reads a batch of small objects whole; large ones stream in chunks.
+            if index == 0:
+                pieces = first
+            else:
+                pieces = await run_in_threadpool(_read_batch, archive, batch, target, boundary, held[0])
+            for piece in pieces:
+                yield piece
+            large = batch[-1]
+            if large.size > BATCH_BYTES and _syntax(large, target) == large.transfer_syntax:
+                handle = await run_in_threadpool(archive.open_blob, large.blob_key)
                 try:
                     while chunk := await run_in_threadpool(handle.read, CHUNK):
                         yield chunk
                 finally:
                     handle.close()
-            else:
-                yield await run_in_threadpool(_transcoded, archive, item, syntax)
         yield closing(boundary)
 
     content_type = related_content_type(DICOM, boundary)
     return StreamingResponse(body(), media_type=content_type)
+
+
+BATCH_BYTES = 8 << 20
+
+
+def _batches(held: list[Held]) -> list[list[Held]]:
+    """Consecutive instances grouped up to BATCH_BYTES; an object larger than that ends its batch."""
+    batches: list[list[Held]] = [[]]
+    total = 0
+    for item in held:
+        if batches[-1] and total + item.size > BATCH_BYTES:
+            batches.append([])
+            total = 0
+        batches[-1].append(item)
+        total += item.size
+        if item.size > BATCH_BYTES:
+            batches.append([])
+            total = 0
+    return [batch for batch in batches if batch]
+
+
+def _syntax(item: Held, target: str) -> str:
+    return item.transfer_syntax if target == ANY_TRANSFER_SYNTAX else target
+
+
+def _read_batch(archive, batch: list[Held], target: str, boundary: str, first: Held) -> list[bytes]:
+    """Part heads and bodies of a batch; a large object's body is left for the caller to stream."""
+    pieces = []
+    for item in batch:
+        syntax = _syntax(item, target)
+        pieces.append(part_head(boundary, {"Content-Type": f"{DICOM}; transfer-syntax={syntax}"},
+                                first=item is first))
+        if syntax != item.transfer_syntax:
+            pieces.append(_transcoded(archive, item, syntax))
+        elif item.size <= BATCH_BYTES:
+            with archive.open_blob(item.blob_key) as handle:
+                pieces.append(handle.read())
+    return pieces
 
 
 def _instance_syntax(choices: list[Choice], held: list[Held]) -> str:
@@ -84,12 +135,13 @@ def _instance_syntax(choices: list[Choice], held: list[Held]) -> str:
 
 
 def _transcoded(archive, item: Held, syntax: str) -> bytes:
+    # Past the first batch the headers are gone: a failure here ends the stream rather than
+    # send a corrupt part, and the client sees the body cut short.
     with archive.open_blob(item.blob_key) as handle:
         try:
             return transcode(handle, syntax)
         except CannotTranscode as exc:
-            # Headers are gone already; end the stream rather than send a corrupt part.
-            raise RuntimeError(f"instance {item.sop_instance_uid}: {exc}") from exc
+            raise CannotTranscode(f"instance {item.sop_instance_uid}: {exc}") from exc
 
 
 # -- metadata -----------------------------------------------------------------------------------
@@ -139,10 +191,10 @@ async def retrieve_frames(request: Request) -> Response:
                 return decode_frame(handle, number - 1)
         if layout["deflated"]:
             with archive.open_blob(held.blob_key) as handle:
-                return decode_frame(handle, number - 1)
+                return decode_frame(handle, number - 1, deflated=True)
         data = b"".join(archive.read_blob(held.blob_key, offset, length) for offset, length in frames[number - 1])
         if layout["frame_big_endian"]:
-            data = swap_bytes(data, 2)
+            data = swap_bytes(data, layout.get("pixel_swap_size", 2))
         return data
 
     try:
@@ -199,14 +251,27 @@ async def retrieve_bulkdata(request: Request) -> Response:
     if location is None:
         raise NotFound(f"instance {instance} has no bulk data at '{path}'")
     offset, length, vr, big_endian = location
-    if layout["deflated"] or (layout["encapsulated"] and path == "7FE00010"):
+    if layout["encapsulated"] and path == "7FE00010":
         raise NotAcceptable("this bulk value is compressed; retrieve its frames instead")
-    data = await run_in_threadpool(archive.read_blob, held.blob_key, offset, length)
-    if big_endian and vr in SWAP_SIZES:
-        data = swap_bytes(data, SWAP_SIZES[vr])
+    if layout["deflated"]:
+        data = await run_in_threadpool(_inflated_range, archive, held.blob_key, offset, length)
+    else:
+        data = await run_in_threadpool(archive.read_blob, held.blob_key, offset, length)
+    size = layout.get("pixel_swap_size", 2) if path == "7FE00010" else SWAP_SIZES.get(vr)
+    if big_endian and size:
+        data = swap_bytes(data, size)
     boundary = new_boundary()
     body = part_head(boundary, {"Content-Type": OCTET_STREAM}, first=True) + data + closing(boundary)
     return Response(body, media_type=related_content_type(OCTET_STREAM, boundary))
+
+
+def _inflated_range(archive, key: str, offset: int, length: int) -> bytes:
+    """A value of a deflated object (PS3.5 A.5), whose offsets are into the inflated dataset:
+    the file meta (its length in (0002,0000) at byte 140) is followed by the deflated dataset."""
+    with archive.open_blob(key) as handle:
+        raw = handle.read()
+    (meta_length,) = struct.unpack_from("<L", raw, 140)
+    return zlib.decompress(raw[144 + meta_length:], -zlib.MAX_WBITS)[offset:offset + length]
 
 
 # -- delete ---------------------------------------------------------------------------------------

@@ -31,18 +31,7 @@ class BlobStore(Protocol):
     """What the exchange needs of a blob store; the filesystem is the embedded default."""
 
     def new_writer(self) -> BlobWriter: ...
-    def commit(self, writers: list[BlobWriter]) -> None:
-        # Always replace: an existing file of the same name may be a leftover of a crash before
-        # its sync, so it is never trusted; the new bytes are identical by construction.
-        placed = []
-        for writer in writers:
-            writer.close()
-            target = self.path_of(writer.key)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(writer.path, target)
-            placed.append(target)
-        sync_filesystem(self.root, placed)
-
+    def commit(self, writers: list[BlobWriter]) -> None: ...
     def open(self, key: str) -> BinaryIO: ...
     def read_range(self, key: str, offset: int, length: int) -> bytes: ...
     def delete(self, keys: Iterable[str]) -> None: ...
@@ -96,8 +85,10 @@ class FileBlobStore:
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
         for stale in self.incoming.iterdir():  # never acknowledged: a crash mid-request left them
-            stale.unlink(missing_ok=True)
+            if not _receiver_running(stale.name):  # not another process's upload in flight
+                stale.unlink(missing_ok=True)
         self._counter = 0
+        self._directories: set[Path] = set()  # fan-out folders known to exist
         self._lock = threading.Lock()
 
     def new_writer(self) -> SpooledBlob:
@@ -112,14 +103,16 @@ class FileBlobStore:
     def commit(self, writers: list[BlobWriter]) -> None:
         # Always replace: an existing file of the same name may be a leftover of a crash before
         # its sync, so it is never trusted; the new bytes are identical by construction.
-        directories = set()
+        placed = []
         for writer in writers:
             writer.close()
             target = self.path_of(writer.key)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.parent not in self._directories:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._directories.add(target.parent)
             os.replace(writer.path, target)
-            directories.add(target.parent)
-        sync_filesystem(self.root, directories)
+            placed.append(target)
+        sync_filesystem(self.root, placed)
 
     def open(self, key: str) -> BinaryIO:
         return open(self.path_of(key), "rb")
@@ -163,6 +156,21 @@ class FileBlobStore:
         with self.open(key) as handle:
             while chunk := handle.read(chunk_size):
                 yield chunk
+
+
+def _receiver_running(name: str) -> bool:
+    """Whether the process that is receiving an incoming file (named `<pid>-…`) still runs: a
+    second server, or `oix org add`, on the same data directory keeps its uploads."""
+    pid = name.split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 _libc = None
