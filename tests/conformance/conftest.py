@@ -3,14 +3,9 @@ directory, and stand-in servers that answer everything wrongly, so the kit is se
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,69 +17,21 @@ from starlette.routing import Route
 
 from conformance.corpus import StudySpec, new_uid, synthetic_instance
 from dicomweb.multipart import encode_related, new_boundary
+from tests.servers import free_port, start_server, stop_server
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ORGANISATION = "KIT"
 START_SECONDS = 60.0
 STOP_SECONDS = 15.0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def oix_command(*args: str) -> list[str]:
-    """`oix ARGS` run from this checkout with the test's interpreter."""
-    return [sys.executable, "-m", "oix.cli", *args]
-
-
-def clean_environment(data_dir: Path) -> dict[str, str]:
-    """The caller's environment without OIX_* settings, so the server runs with default limits."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("OIX_")}
-    env["OIX_DATA_DIR"] = str(data_dir)
-    return env
-
-
 @pytest.fixture(scope="session")
 def oix_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The base URL of a live OIX holding one organisation, ORGANISATION."""
-    data_dir = tmp_path_factory.mktemp("oix-data")
-    env = clean_environment(data_dir)
-    subprocess.run(oix_command("org", "add", ORGANISATION, "Conformance kit"), env=env, cwd=PROJECT_ROOT,
-                   check=True, capture_output=True, timeout=60)
-    port = free_port()
-    log_path = data_dir / "server.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(oix_command("serve", "--port", str(port), "--log-level", "warning"),
-                                   env=env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path_factory.mktemp("oix-data") / "data", orgs=(ORGANISATION,))
     try:
-        _wait_for_health(process, f"{base}/healthz", log_path)
-        yield base
+        yield server.base_url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_SECONDS)
-
-
-def _wait_for_health(process: subprocess.Popen, url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"oix serve exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
-        try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"oix serve did not answer {url} within {START_SECONDS:.0f} s")
+        stop_server(server)
 
 
 @pytest.fixture(scope="session")

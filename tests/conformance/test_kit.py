@@ -8,13 +8,13 @@ import subprocess
 
 from conformance.checks import CHECKS
 from conformance.kit import run_checks
-from tests.conformance.conftest import PROJECT_ROOT, free_port, oix_command
+from tests.servers import free_port, oix_command
 
 KIT_SECONDS = 120
 
 
 def check(root: str, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run(oix_command("conformance", "check", root, "--timeout", "10", *flags), cwd=PROJECT_ROOT,
+    return subprocess.run([*oix_command(), "conformance", "check", root, "--timeout", "10", *flags],
                           capture_output=True, text=True, timeout=KIT_SECONDS)
 
 

@@ -16,7 +16,7 @@ from dicomweb.negotiation import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE_FRAME_MEDIA_T
 from dicomweb.routes import service_root_mount
 from dicomweb.transcode import TARGET_SYNTAXES
 from storage.query import LEVELS_FROM, MATCHABLE, QueryLevel
-from tests.conformance.conftest import PROJECT_ROOT, oix_command
+from tests.servers import oix_command
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 NOT_STORAGE = {
@@ -105,6 +105,6 @@ def test_html_page_is_plain_tables_without_scripts_or_external_assets():
 
 
 def test_oix_conformance_statement_prints_the_statement_as_json():
-    printed = subprocess.run(oix_command("conformance", "statement"), cwd=PROJECT_ROOT, capture_output=True,
+    printed = subprocess.run([*oix_command(), "conformance", "statement"], capture_output=True,
                              check=True, timeout=60, env={"PATH": "/usr/bin:/bin"}).stdout
     assert json.loads(printed) == orjson.loads(orjson.dumps(conformance_statement()))
