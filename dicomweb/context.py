@@ -36,7 +36,17 @@ class ParserPool:
     """Runs `dicomweb.stow.check_parts` in worker processes, one batch per request."""
 
     def __init__(self, workers: int):
+        self.workers = workers
         self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
+
+    def start(self) -> None:
+        """Start every worker now (the executor starts them on demand, each importing pydicom
+        and numpy), so the first concurrent uploads do not wait for it."""
+        from dicomweb.stow import check_parts
+
+        futures = [self.executor.submit(check_parts, [], None, 0) for _ in range(self.workers)]
+        for future in futures:
+            future.result()
 
     def __call__(self, parts: list, study_uid: str | None, bulk_threshold: int) -> list:
         from dicomweb.stow import check_parts

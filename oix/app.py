@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -49,6 +50,8 @@ def open_services(settings: Settings) -> Services:
 def _lifespan(services: Services, parser_pool: ParserPool | None):
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if parser_pool is not None:
+            await run_in_threadpool(parser_pool.start)
         yield
         if parser_pool is not None:
             parser_pool.shutdown()
