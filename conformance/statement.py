@@ -13,7 +13,7 @@ from pydicom.datadict import dictionary_keyword, tag_for_keyword
 from pydicom.uid import UID, UID_dictionary
 from starlette.routing import Route
 
-from dicomweb import qido, stow, wado
+from dicomweb import checks, qido, stow, wado
 from dicomweb.attributes import (
     ATTRIBUTES_OF_LEVEL,
     AVAILABLE_TRANSFER_SYNTAX,
@@ -144,7 +144,7 @@ def _statement(limits: DicomWebLimits) -> dict[str, Any]:
         },
         "resources": resources(),
         "media_types": media_types(),
-        "storage_sop_classes": [_uid_entry(uid) for uid in sorted(stow.storage_sop_classes(), key=_name_then_uid)],
+        "storage_sop_classes": [_uid_entry(uid) for uid in sorted(checks.storage_sop_classes(), key=_name_then_uid)],
         "transfer_syntaxes": {
             "store": [_uid_entry(uid) for uid in sorted(store_transfer_syntaxes(), key=_name_then_uid)],
             "retrieve": [{"uid": AS_STORED, "name": "as stored (transfer-syntax=*, or the stored syntax named)"}]

@@ -20,7 +20,7 @@ class DicomWebLimits:
     max_query_results: int = 1000  # QIDO-RS default and maximum `limit`
 
 
-# Checks received parts and makes their index records: `dicomweb.stow.check_parts` itself, or
+# Checks received parts and makes their index records: `dicomweb.checks.check_parts` itself, or
 # the same function run in a pool of parser processes (see `parser_pool`).
 PartChecker = Callable[[list, "str | None", int], list]
 
@@ -33,7 +33,7 @@ class DicomWebContext:
 
 
 class ParserPool:
-    """Runs `dicomweb.stow.check_parts` in worker processes, one batch per request."""
+    """Runs `dicomweb.checks.check_parts` in worker processes, one batch per request."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -42,14 +42,14 @@ class ParserPool:
     def start(self) -> None:
         """Start every worker now (the executor starts them on demand, each importing pydicom
         and numpy), so the first concurrent uploads do not wait for it."""
-        from dicomweb.stow import check_parts
+        from dicomweb.checks import check_parts
 
         futures = [self.executor.submit(check_parts, [], None, 0) for _ in range(self.workers)]
         for future in futures:
             future.result()
 
     def __call__(self, parts: list, study_uid: str | None, bulk_threshold: int) -> list:
-        from dicomweb.stow import check_parts
+        from dicomweb.checks import check_parts
 
         return self.executor.submit(check_parts, parts, study_uid, bulk_threshold).result()
 

@@ -9,7 +9,7 @@ import orjson
 
 from dicomweb.attributes import AVAILABLE_TRANSFER_SYNTAX, INSTANCE_ATTRIBUTES, SERIES_ATTRIBUTES, STUDY_ATTRIBUTES
 from dicomweb.part10 import ParsedInstance, pixel_swap_size
-from storage.instances import InstanceRecord
+from storage.records import InstanceRecord
 
 # BulkDataURIs are stored relative to their instance and made absolute when served, so the
 # same prepared JSON answers whatever host name the client used.

@@ -3,12 +3,9 @@ part, check and index each object, and answer with the Store Instances Response.
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import orjson
-from pydicom.uid import UID_dictionary
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,37 +14,18 @@ from starlette.routing import Route
 from dicomweb.context import DicomWebLimits, PartChecker, context_of, service_root
 from dicomweb.errors import BadRequest, FailureReason, PayloadTooLarge, UnsupportedMediaType
 from dicomweb.multipart import MediaType, MultipartError, read_parts
-from dicomweb.part10 import Part10Error, UnknownTransferSyntax, read_part10
-from dicomweb.records import bulk_uri, instance_record
+from dicomweb.checks import Failure, PartToCheck
 from exchange.archive import Archive, Incoming
 from storage.blobs import BlobWriter
-from storage.instances import AddOutcome, InstanceRecord
+from storage.instances import AddOutcome
 
 DICOM = "application/dicom"
-
-
-@lru_cache(maxsize=1)
-def storage_sop_classes() -> frozenset[str]:
-    """Every Storage SOP Class in pydicom's copy of PS3.6 Annex A: what this server stores."""
-    return frozenset(
-        uid for uid, (name, kind, _info, _retired, keyword) in UID_dictionary.items()
-        if kind == "SOP Class" and "Storage" in keyword
-        and not any(word in keyword for word in ("Commitment", "StorageManagement"))
-    )
 
 
 @dataclass
 class ReceivedPart:
     writer: BlobWriter
     media_type: str
-
-
-@dataclass
-class Failure:
-    sop_class_uid: str
-    sop_instance_uid: str
-    reason: FailureReason
-    message: str
 
 
 @dataclass
@@ -141,24 +119,6 @@ def _boundary(content_type: str) -> str:
     return boundary
 
 
-@dataclass(frozen=True)
-class PartToCheck:
-    """What checking a part needs, picklable so a parser process can do it."""
-
-    number: int
-    path: str
-    media_type: str
-    blob_key: str
-    size: int
-
-
-def check_parts(parts: list[PartToCheck], study_uid: str | None,
-                bulk_threshold: int) -> list[Failure | InstanceRecord]:
-    """PS3.18 10.5 checks and index records of received parts. Runs in a parser process:
-    reading headers is the CPU-heavy part of a store, and Python threads share one core."""
-    return [_check(part, study_uid, bulk_threshold) for part in parts]
-
-
 def store_parts(archive: Archive, checker: PartChecker, limits: DicomWebLimits, org: str,
                 study_uid: str | None, parts: list[ReceivedPart]) -> StoreReport:
     """Check each part against PS3.18 10.5 and keep the ones that pass."""
@@ -187,35 +147,6 @@ def store_parts(archive: Archive, checker: PartChecker, limits: DicomWebLimits, 
         else:
             report.stored.append((record.sop_class_uid, record.sop_instance_uid, record.study_uid, record.series_uid))
     return report
-
-
-def _check(part: PartToCheck, study_uid: str | None, bulk_threshold: int) -> Failure | InstanceRecord:
-    def fail(reason: FailureReason, message: str, sop_class: str = "", sop_instance: str = "") -> Failure:
-        return Failure(sop_class, sop_instance, reason, f"part {part.number}: {message}")
-
-    if part.media_type not in (DICOM, ""):
-        return fail(FailureReason.CANNOT_UNDERSTAND, f"media type {part.media_type} is not application/dicom")
-    try:
-        parsed = read_part10(part.path, bulk_threshold, bulk_uri)
-    except UnknownTransferSyntax as exc:
-        return fail(FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED, str(exc))
-    except (Part10Error, ValueError, IndexError, UnicodeError, struct.error) as exc:
-        return fail(FailureReason.CANNOT_UNDERSTAND, f"not a readable DICOM Part 10 object: {exc}")
-    sop_class, sop_instance = parsed.sop_class_uid, parsed.sop_instance_uid
-    missing = [name for name, value in (("SOPClassUID", sop_class), ("SOPInstanceUID", sop_instance),
-                                        ("StudyInstanceUID", parsed.study_uid),
-                                        ("SeriesInstanceUID", parsed.series_uid)) if not value]
-    if missing:
-        return fail(FailureReason.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                    f"required attribute(s) {', '.join(missing)} missing", sop_class, sop_instance)
-    if sop_class not in storage_sop_classes():
-        return fail(FailureReason.SOP_CLASS_NOT_SUPPORTED,
-                    f"SOP Class {sop_class} is not a Storage SOP Class this server accepts", sop_class, sop_instance)
-    if study_uid is not None and parsed.study_uid != study_uid:
-        return fail(FailureReason.STUDY_UID_MISMATCH,
-                    f"StudyInstanceUID {parsed.study_uid} differs from {study_uid} in the request URL",
-                    sop_class, sop_instance)
-    return instance_record(parsed, part.blob_key, part.size)
 
 
 def _response(request: Request, org: str, study_uid: str | None, report: StoreReport) -> Response:

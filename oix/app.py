@@ -19,7 +19,7 @@ from conformance.routes import ROUTES as CONFORMANCE_ROUTES
 from dicomweb.context import DicomWebContext, ParserPool
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.routes import service_root_mount
-from dicomweb.stow import check_parts
+from dicomweb.checks import check_parts
 from exchange.archive import Archive
 from exchange.organisations import OrganisationDirectory
 from oix.observability import Metrics, RequestLogMiddleware

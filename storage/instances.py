@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement
 
 from storage.database import Database
+from storage.records import InstanceRecord
 from storage.query import MATCHABLE, AttributeMatch, MatchKind, Query, QueryLevel, matchable_at
 from storage.tables import Instance, Series, Study
 
@@ -21,28 +22,6 @@ STUDY = Study.__table__
 SERIES = Series.__table__
 INSTANCE = Instance.__table__
 TABLE_OF_LEVEL = {QueryLevel.STUDY: STUDY, QueryLevel.SERIES: SERIES, QueryLevel.INSTANCE: INSTANCE}
-
-
-@dataclass
-class InstanceRecord:
-    """Everything the index keeps about one object, made by the DICOM layer at store time."""
-
-    study_uid: str
-    series_uid: str
-    sop_instance_uid: str
-    sop_class_uid: str
-    transfer_syntax: str
-    blob_key: str
-    size: int
-    instance_number: int | None
-    number_of_frames: int
-    study_columns: dict[str, Any]
-    study_attributes: bytes
-    series_columns: dict[str, Any]
-    series_attributes: bytes
-    instance_attributes: bytes
-    dicom_json: bytes
-    layout: bytes
 
 
 class AddOutcome(Enum):
