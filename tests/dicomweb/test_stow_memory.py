@@ -7,14 +7,13 @@ from __future__ import annotations
 import io
 import os
 import struct
-import threading
 import time
 
 import httpx
-import psutil
 import pydicom
 import pytest
 
+from bench.peak_rss import PeakRssSampler
 from conformance.corpus import StudySpec, new_uid, synthetic_instance
 from tests.dicomweb_requests import referenced_sop_instances
 from tests.multipart_body import new_boundary, stow_content_type
@@ -52,37 +51,6 @@ def body(boundary: str, headers: list[bytes]):
     yield f"--{boundary}--\r\n".encode()
 
 
-class PeakRss:
-    """Samples the resident memory of a process and all its children until stopped."""
-
-    def __init__(self, pid: int):
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = 0
-            for process in [self.process, *self.process.children(recursive=True)]:
-                try:
-                    total += process.memory_info().rss
-                except psutil.NoSuchProcess:
-                    pass
-            self.peak = max(self.peak, total)
-            self.samples += 1
-            self._stop.wait(SAMPLE_SECONDS)
-
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
 @pytest.fixture
 def memory_server(tmp_path):
     server = start_server(tmp_path / "data", orgs=("memory",))
@@ -101,15 +69,15 @@ def test_stow_of_a_1_gib_request_keeps_peak_rss_under_300_mib(memory_server):
     made = [big_instance_header(study_uid, series_uid, number) for number in range(1, OBJECTS + 1)]
     boundary = new_boundary()
     started = time.monotonic()
-    with PeakRss(server.pid) as rss, httpx.Client(timeout=300) as http:
+    with PeakRssSampler(server.pid, interval=SAMPLE_SECONDS) as rss, httpx.Client(timeout=300) as http:
         response = http.post(f"{server.root()}/studies", content=body(boundary, [h for _, h in made]),
                              headers={"Content-Type": stow_content_type(boundary)})
     elapsed = time.monotonic() - started
     assert response.status_code == 200, response.text[:500]
     assert sorted(referenced_sop_instances(response.json())) == sorted(sop for sop, _ in made)
     assert rss.samples > 10
-    print(f"peak RSS of server and parser processes storing 1 GiB: {rss.peak / 2**20:.0f} MiB")
-    assert rss.peak < PEAK_RSS_LIMIT, f"peak RSS {rss.peak / 2**20:.0f} MiB over {elapsed:.1f} s"
+    print(f"peak RSS of server and parser processes storing 1 GiB: {rss.peak_bytes / 2**20:.0f} MiB")
+    assert rss.peak_bytes < PEAK_RSS_LIMIT, f"peak RSS {rss.peak_bytes / 2**20:.0f} MiB over {elapsed:.1f} s"
     with httpx.Client(timeout=60) as http:
         rows = http.get(f"{server.root()}/studies/{study_uid}/instances").json()
         assert len(rows) == OBJECTS
