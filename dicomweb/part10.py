@@ -78,6 +78,8 @@ class ParsedInstance:
     bulk: dict[str, ValueLocation] = field(default_factory=dict)
     frames: list[list[ValueLocation]] = field(default_factory=list)
     encapsulated: bool = False
+    # Where the dataset starts in the file: right after the file meta information. In a deflated
+    # object the offsets of `bulk` and `frames` are into the inflated dataset, not the file.
     dataset_offset: int = 0
 
     def first(self, keyword_tag: str, default: Any = None) -> Any:
@@ -123,13 +125,10 @@ def _parse(data: Any, bulk_threshold: int, bulk_uri: BulkUriFor) -> ParsedInstan
     transfer_syntax = _first(meta, "00020010")
     if not transfer_syntax:
         raise Part10Error("the file meta information has no Transfer Syntax UID (0002,0010)")
-    offset = meta_reader.position
+    dataset_offset = offset = meta_reader.position
     dataset = data
     if transfer_syntax == DEFLATED_EXPLICIT_LITTLE:
-        try:
-            dataset = zlib.decompress(bytes(data[offset:]), -zlib.MAX_WBITS)
-        except zlib.error as exc:
-            raise Part10Error(f"the deflated dataset does not inflate: {exc}") from exc
+        dataset = inflate_dataset(data, dataset_offset)
         offset = 0
     uid = UID(transfer_syntax)
     if not uid.is_transfer_syntax and transfer_syntax != DEFLATED_EXPLICIT_LITTLE:
@@ -151,10 +150,19 @@ def _parse(data: Any, bulk_threshold: int, bulk_uri: BulkUriFor) -> ParsedInstan
         dataset_json=body,
         bulk=reader.bulk,
         encapsulated=reader.encapsulated_fragments is not None,
-        dataset_offset=offset,
+        dataset_offset=dataset_offset,
     )
     parsed.frames = _frame_locations(reader, body)
     return parsed
+
+
+def inflate_dataset(data: Any, dataset_offset: int) -> bytes:
+    """The dataset of a Deflated Explicit VR Little Endian object: raw DEFLATE after the file
+    meta information (PS3.5 A.5)."""
+    try:
+        return zlib.decompress(bytes(data[dataset_offset:]), -zlib.MAX_WBITS)
+    except zlib.error as exc:
+        raise Part10Error(f"the deflated dataset does not inflate: {exc}") from exc
 
 
 class UnknownTransferSyntax(Part10Error):

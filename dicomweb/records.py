@@ -65,6 +65,7 @@ def instance_record(parsed: ParsedInstance, blob_key: str, size: int) -> Instanc
 def _layout(parsed: ParsedInstance) -> dict[str, Any]:
     return {
         "deflated": parsed.transfer_syntax == "1.2.840.10008.1.2.1.99",
+        "dataset_offset": parsed.dataset_offset,
         "encapsulated": parsed.encapsulated,
         "bulk": {path: [v.offset, v.length, v.vr, v.big_endian] for path, v in parsed.bulk.items()},
         "frames": [[[v.offset, v.length] for v in frame] for frame in parsed.frames],

@@ -4,8 +4,6 @@ store; stored bytes go out unchanged unless the client asked for another transfe
 
 from __future__ import annotations
 
-import struct
-import zlib
 from collections.abc import AsyncIterator
 
 import orjson
@@ -26,7 +24,7 @@ from dicomweb.negotiation import (
     DICOM_JSON,
     accepts_dicom_json,
 )
-from dicomweb.part10 import SWAP_SIZES, swap_bytes
+from dicomweb.part10 import SWAP_SIZES, inflate_dataset, swap_bytes
 from dicomweb.records import INSTANCE_URL_MARK
 from dicomweb.transcode import CannotTranscode, can_produce, decode_frame, transcode
 from storage.instances import Held
@@ -254,7 +252,8 @@ async def retrieve_bulkdata(request: Request) -> Response:
     if layout["encapsulated"] and path == "7FE00010":
         raise NotAcceptable("this bulk value is compressed; retrieve its frames instead")
     if layout["deflated"]:
-        data = await run_in_threadpool(_inflated_range, archive, held.blob_key, offset, length)
+        data = await run_in_threadpool(_inflated_range, archive, held.blob_key, layout["dataset_offset"], offset,
+                                       length)
     else:
         data = await run_in_threadpool(archive.read_blob, held.blob_key, offset, length)
     size = layout.get("pixel_swap_size", 2) if path == "7FE00010" else SWAP_SIZES.get(vr)
@@ -265,13 +264,10 @@ async def retrieve_bulkdata(request: Request) -> Response:
     return Response(body, media_type=related_content_type(OCTET_STREAM, boundary))
 
 
-def _inflated_range(archive, key: str, offset: int, length: int) -> bytes:
-    """A value of a deflated object (PS3.5 A.5), whose offsets are into the inflated dataset:
-    the file meta (its length in (0002,0000) at byte 140) is followed by the deflated dataset."""
+def _inflated_range(archive, key: str, dataset_offset: int, offset: int, length: int) -> bytes:
+    """A value of a deflated object, whose offsets are into the inflated dataset."""
     with archive.open_blob(key) as handle:
-        raw = handle.read()
-    (meta_length,) = struct.unpack_from("<L", raw, 140)
-    return zlib.decompress(raw[144 + meta_length:], -zlib.MAX_WBITS)[offset:offset + length]
+        return inflate_dataset(handle.read(), dataset_offset)[offset:offset + length]
 
 
 # -- delete ---------------------------------------------------------------------------------------
