@@ -20,8 +20,9 @@ import httpx
 import pytest
 from dicomweb_client import DICOMwebClient
 
+from bench.server_process import stop
+
 START_TIMEOUT_SECONDS = 60.0
-STOP_GRACE_SECONDS = 10.0
 CLI_TIMEOUT_SECONDS = 60.0
 POSTGRESQL_ADMIN_URL = os.environ.get("OIX_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -150,14 +151,7 @@ def wait_until_healthy(server: OixServer, timeout: float = START_TIMEOUT_SECONDS
 
 def stop_server(server: OixServer) -> None:
     """Terminate, then kill after a bounded wait."""
-    process = server.process
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_GRACE_SECONDS)
+    stop(server.process)
 
 
 def remove_data_dir(server: OixServer) -> None:
