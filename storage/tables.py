@@ -90,3 +90,51 @@ class Instance(SQLModel, table=True):
     # Where bulk values and frames lie in the blob: {"bulk": {...}, "frames": [...], ...}.
     layout: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     stored_at: datetime = Field(default_factory=utcnow)
+
+
+class Account(SQLModel, table=True):
+    """A local account (the embedded default; OIDC users have none): argon2 password hash."""
+
+    username: str = Field(primary_key=True, max_length=128)
+    password_hash: str
+    display_name: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    disabled_at: datetime | None = None
+
+
+class Membership(SQLModel, table=True):
+    """A local account's role in an organisation (OIDC users carry theirs in token claims)."""
+
+    __table_args__ = (UniqueConstraint("username", "org"),)
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(foreign_key="account.username", max_length=128)
+    org: str = Field(foreign_key="organisation.slug", max_length=64)
+    role: str = Field(max_length=16)
+
+
+class ApiKey(SQLModel, table=True):
+    """A machine credential: scoped to one organisation and role; only its SHA-256 is kept."""
+
+    key_id: str = Field(primary_key=True, max_length=32)
+    org: str = Field(foreign_key="organisation.slug", max_length=64, index=True)
+    role: str = Field(max_length=16)
+    name: str = ""
+    secret_sha256: str = Field(max_length=64)
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class PortalSession(SQLModel, table=True):
+    """A signed-in browser: the cookie holds a random token, the index only its SHA-256."""
+
+    token_sha256: str = Field(primary_key=True, max_length=64)
+    actor: str = Field(max_length=256)
+    kind: str = Field(max_length=16)
+    display_name: str = ""
+    memberships: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # JSON {org: role}
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
