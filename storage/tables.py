@@ -5,12 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A time read back from the index: SQLite returns it without its zone, and it is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 class Organisation(SQLModel, table=True):
@@ -138,3 +143,83 @@ class PortalSession(SQLModel, table=True):
     csrf_token: str = Field(max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
+
+
+class PendingSignIn(SQLModel, table=True):
+    """An OIDC sign-in under way (authorization-code flow with PKCE): what the callback needs."""
+
+    state_sha256: str = Field(primary_key=True, max_length=64)
+    code_verifier: str = Field(max_length=128)
+    nonce: str = Field(max_length=64)
+    next_url: str = ""
+    expires_at: datetime
+
+
+# -- the audit trail (storage/audit_log.py) -----------------------------------------------------
+
+# 64-bit: a national exchange logs billions of events in its retention period. On SQLite the
+# INTEGER PRIMARY KEY is the rowid itself.
+AUDIT_SEQUENCE = BigInteger().with_variant(Integer, "sqlite")
+
+
+class AuditEntry(SQLModel, table=True):
+    """One audit event (PS3.15 A.5), append-only and hash-chained: `hash` is the SHA-256 of the
+    entry's canonical form, which includes `previous_hash`, so editing or deleting an entry
+    breaks the chain. `sequence` is assigned from the chain head, under the chain lock."""
+
+    __table_args__ = (
+        Index("ix_auditentry_org_time", "org", "occurred_at"),
+        Index("ix_auditentry_org_actor_time", "org", "actor", "occurred_at"),
+        Index("ix_auditentry_org_action_time", "org", "action", "occurred_at"),
+    )
+    sequence: int = Field(sa_column=Column(AUDIT_SEQUENCE, primary_key=True, autoincrement=False))
+    occurred_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    action: str = Field(max_length=40)
+    outcome: int  # PS3.15 EventOutcomeIndicator: 0, 4, 8 or 12
+    outcome_description: str = ""
+    actor: str = Field(max_length=256)
+    actor_kind: str = Field(max_length=16)
+    org: str | None = Field(default=None, max_length=64)  # None: e.g. a failed authentication
+    transfer: str | None = Field(default=None, max_length=64)
+    client_address: str = Field(default="", max_length=64)
+    user_agent: str = ""
+    request_id: str = Field(default="", max_length=64)
+    detail: str = ""
+    previous_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditParticipantObject(SQLModel, table=True):
+    """A patient or study an audit event names (PS3.15 ParticipantObjectIdentification): one row
+    each, so that a search by one Patient ID or Study Instance UID is an exact, indexed match.
+    Part of the entry's hashed content: editing one breaks the entry's hash."""
+
+    __table_args__ = (Index("ix_auditparticipantobject_identifier", "kind", "identifier", "issuer"),)
+    sequence: int = Field(sa_column=Column(AUDIT_SEQUENCE, ForeignKey("auditentry.sequence"), primary_key=True,
+                                           autoincrement=False))
+    position: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    kind: str = Field(max_length=16)  # "patient" or "study"
+    identifier: str = Field(max_length=128)  # Patient ID or Study Instance UID
+    issuer: str = Field(default="", max_length=128)  # Issuer of Patient ID (patients only)
+
+
+class AuditChainHead(SQLModel, table=True):
+    """The newest entry of the audit chain (one row), updated in the transaction of every
+    append: deleting the newest entries leaves it pointing past the end, which verify reports."""
+
+    id: int = Field(default=1, sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    sequence: int = Field(sa_column=Column(BigInteger, nullable=False))
+    hash: str = Field(max_length=64)
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class AuditChainAnchor(SQLModel, table=True):
+    """Where the audit chain starts once old entries are purged (one row): the sequence and hash
+    of the last entry purged, which the first entry kept links to."""
+
+    id: int = Field(default=1, sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    sequence: int = Field(sa_column=Column(BigInteger, nullable=False))
+    hash: str = Field(max_length=64)
+    purged: int = Field(sa_column=Column(BigInteger, nullable=False))  # entries purged in all
+    purged_before: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
