@@ -12,6 +12,8 @@ from pydicom.uid import UID_dictionary
 from dicomweb.errors import FailureReason
 from dicomweb.part10 import Part10Error, UnknownTransferSyntax, read_part10
 from dicomweb.records import bulk_uri, instance_record
+from storage.blobs import open_blob_file
+from storage.keyring import Keyring
 from storage.records import InstanceRecord
 
 DICOM = "application/dicom"
@@ -44,6 +46,7 @@ class PartToCheck:
     media_type: str
     blob_key: str
     size: int
+    keyring: Keyring | None = None  # the spooled file is encrypted under it (encryption at rest)
 
 
 def check_parts(parts: list[PartToCheck], study_uid: str | None,
@@ -60,7 +63,8 @@ def _check(part: PartToCheck, study_uid: str | None, bulk_threshold: int) -> Fai
     if part.media_type not in (DICOM, ""):
         return fail(FailureReason.CANNOT_UNDERSTAND, f"media type {part.media_type} is not application/dicom")
     try:
-        parsed = read_part10(part.path, bulk_threshold, bulk_uri)
+        with open_blob_file(part.path, part.keyring) as handle:
+            parsed = read_part10(handle, bulk_threshold, bulk_uri)
     except UnknownTransferSyntax as exc:
         return fail(FailureReason.TRANSFER_SYNTAX_NOT_SUPPORTED, str(exc))
     except (Part10Error, ValueError, IndexError, UnicodeError, struct.error) as exc:

@@ -11,6 +11,7 @@ JSON against pydicom's own `to_json_dict` for every file of the test corpora.
 from __future__ import annotations
 
 import base64
+import io
 import mmap
 import struct
 import zlib
@@ -21,6 +22,8 @@ from typing import Any, BinaryIO
 from pydicom.charset import convert_encodings, decode_bytes
 from pydicom.datadict import DicomDictionary, private_dictionary_VR
 from pydicom.uid import UID
+
+from dicomweb.file_view import FileView
 
 PREAMBLE_LENGTH = 128
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -97,15 +100,20 @@ BulkUriFor = Callable[[str], str]
 def read_part10(source: str | BinaryIO, bulk_threshold: int, bulk_uri: BulkUriFor) -> ParsedInstance:
     """Parse a Part 10 file. Values of binary VRs longer than `bulk_threshold` (and all pixel
     data) become `{"BulkDataURI": bulk_uri(path)}`, where `path` names the value as
-    `7FE00010` or `00540016/0/00181078` (sequence tag / item index / tag)."""
+    `7FE00010` or `00540016/0/00181078` (sequence tag / item index / tag).
+
+    A large object is mapped, not read; one in a file that cannot be mapped (an encrypted
+    blob) is read through a FileView, a few blocks at a time."""
     handle = open(source, "rb") if isinstance(source, str) else source
     try:
         size = handle.seek(0, 2)
         handle.seek(0)
-        if size >= 1 << 22:
-            data: Any = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        if size < 1 << 22:
+            data: Any = handle.read()
+        elif _has_file_descriptor(handle):
+            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         else:
-            data = handle.read()
+            data = FileView(handle, size)
         try:
             return _parse(data, bulk_threshold, bulk_uri)
         finally:
@@ -114,6 +122,27 @@ def read_part10(source: str | BinaryIO, bulk_threshold: int, bulk_uri: BulkUriFo
     finally:
         if isinstance(source, str):
             handle.close()
+
+
+def _has_file_descriptor(handle: BinaryIO) -> bool:
+    try:
+        handle.fileno()
+    except (OSError, io.UnsupportedOperation):
+        return False
+    return True
+
+
+def _unpacker(layout: struct.Struct, data: Any) -> Callable[[Any, int], tuple]:
+    """`layout.unpack_from` for a buffer; a FileView is none, so unpack a slice of it instead."""
+    if not isinstance(data, FileView):
+        return layout.unpack_from
+    size = layout.size
+    return lambda view, offset: layout.unpack(view[offset:offset + size])
+
+
+def _unpack_from_view(fmt: str, view: FileView, offset: int) -> tuple:
+    """`struct.unpack_from` for a FileView."""
+    return struct.unpack(fmt, view[offset:offset + struct.calcsize(fmt)])
 
 
 def _parse(data: Any, bulk_threshold: int, bulk_uri: BulkUriFor) -> ParsedInstance:
@@ -188,9 +217,10 @@ class _Reader:
         self.explicit = explicit
         self.little = little
         self.prefix = "<" if little else ">"
-        self.tag_struct = struct.Struct(self.prefix + "HH")
-        self.u16 = struct.Struct(self.prefix + "H")
-        self.u32 = struct.Struct(self.prefix + "L")
+        self.unpack_tag = _unpacker(struct.Struct(self.prefix + "HH"), data)
+        self.unpack_u16 = _unpacker(struct.Struct(self.prefix + "H"), data)
+        self.unpack_u32 = _unpacker(struct.Struct(self.prefix + "L"), data)
+        self.unpack_from = _unpack_from_view if isinstance(data, FileView) else struct.unpack_from
         self.bulk_threshold = bulk_threshold
         self.bulk_uri = bulk_uri
         self.bulk: dict[str, ValueLocation] = {}
@@ -216,9 +246,9 @@ class _Reader:
                        charsets: list[str] | None) -> dict[str, Any]:
         data = self.data
         data_length = len(data)
-        unpack_tag = self.tag_struct.unpack_from
-        unpack_u16 = self.u16.unpack_from
-        unpack_u32 = self.u32.unpack_from
+        unpack_tag = self.unpack_tag
+        unpack_u16 = self.unpack_u16
+        unpack_u32 = self.unpack_u32
         explicit = self.explicit
         out: dict[str, Any] = {}
         encodings = charsets or DEFAULT_ENCODINGS
@@ -343,16 +373,16 @@ class _Reader:
     def _uints(self, start: int, length: int, size: int) -> list[int]:
         count = length // size
         fmt = self.prefix + ("Q" if size == 8 else "L") * count
-        return list(struct.unpack_from(fmt, self.data, start))
+        return list(self.unpack_from(fmt, self.data, start))
 
     def _read_sequence(self, length: int, path: str, encodings: list[str]) -> list[dict[str, Any]]:
         data = self.data
         end = len(data) if length == UNDEFINED_LENGTH else self.position + length
         items: list[dict[str, Any]] = []
         while self.position < end:
-            group, element = self.tag_struct.unpack_from(data, self.position)
+            group, element = self.unpack_tag(data, self.position)
             tag = (group << 16) | element
-            (item_length,) = self.u32.unpack_from(data, self.position + 4)
+            (item_length,) = self.unpack_u32(data, self.position + 4)
             self.position += 8
             if tag == SEQUENCE_DELIMITATION:
                 return items
@@ -384,8 +414,8 @@ class _Reader:
         while True:
             if position + 8 > len(data):
                 raise Part10Error("encapsulated pixel data has no sequence delimitation item")
-            group, element = self.tag_struct.unpack_from(data, position)
-            (item_length,) = self.u32.unpack_from(data, position + 4)
+            group, element = self.unpack_tag(data, position)
+            (item_length,) = self.unpack_u32(data, position + 4)
             item_tag = (group << 16) | element
             position += 8
             if item_tag == SEQUENCE_DELIMITATION:
@@ -420,11 +450,11 @@ class _Reader:
         if fmt is not None:
             size = struct.calcsize("<" + fmt)
             count = length // size
-            values = list(struct.unpack_from(f"{self.prefix}{count}{fmt}", data, start))
+            values = list(self.unpack_from(f"{self.prefix}{count}{fmt}", data, start))
             return {"vr": vr, "Value": values}
         if vr == "AT":
             count = length // 4
-            words = struct.unpack_from(f"{self.prefix}{count * 2}H", data, start)
+            words = self.unpack_from(f"{self.prefix}{count * 2}H", data, start)
             return {"vr": vr, "Value": [f"{words[i]:04X}{words[i + 1]:04X}" for i in range(0, len(words), 2)]}
         # Any other VR: keep the bytes rather than guess (only reachable with unknown VRs).
         return {"vr": vr, "InlineBinary": base64.b64encode(bytes(data[start : start + length])).decode("ascii")}

@@ -1,5 +1,6 @@
 """The immutable blob store for DICOM Part 10 objects: content-addressed (SHA-256), so the
-same bytes held for two organisations are stored once, and durable before anyone is told."""
+same bytes held for two organisations are stored once, and durable before anyone is told.
+With a keyring, every file it writes (spooled uploads too) is encrypted (storage/encryption.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from storage.encryption import DecryptingReader, SegmentWriter, open_decrypting
+from storage.keyring import Keyring
+
 
 class BlobWriter(Protocol):
     """Receives one object's bytes as they arrive; knows its key once closed."""
 
     path: Path
     size: int
+    keyring: Keyring | None  # what the spooled file is encrypted under (None: plaintext)
 
     def write(self, chunk: bytes) -> None: ...
     def close(self) -> None: ...
@@ -41,13 +46,15 @@ class BlobStore(Protocol):
 
 
 class SpooledBlob:
-    """A blob being received: written to a temporary file in the store, hashed on the way."""
+    """A blob being received: written to a temporary file in the store (encrypted as it
+    arrives when there is a keyring), its plaintext hashed on the way."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, keyring: Keyring | None = None):
         self.path = path
         self.size = 0
+        self.keyring = keyring
         self._hash = hashlib.sha256()
-        self._file = open(path, "wb", buffering=0)
+        self._file = open(path, "wb", buffering=0) if keyring is None else SegmentWriter(path, keyring)
         self._key: str | None = None
 
     def write(self, chunk: bytes) -> None:
@@ -76,10 +83,14 @@ class FileBlobStore:
 
     Commit order (DESIGN invariant 1): every file of a request is renamed into place, then one
     filesystem sync makes all of them durable together (instead of one fsync after another),
-    and only then may the caller commit the index and acknowledge."""
+    and only then may the caller commit the index and acknowledge.
 
-    def __init__(self, root: Path):
+    The key is the SHA-256 of the plaintext, encrypted or not, so encryption changes neither
+    keys nor deduplication."""
+
+    def __init__(self, root: Path, keyring: Keyring | None = None):
         self.root = root
+        self.keyring = keyring
         self.blob_dir = root / "blobs"
         self.incoming = root / "incoming"
         self.blob_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +106,7 @@ class FileBlobStore:
         with self._lock:
             self._counter += 1
             name = f"{os.getpid()}-{self._counter}-{os.urandom(4).hex()}"
-        return SpooledBlob(self.incoming / name)
+        return SpooledBlob(self.incoming / name, self.keyring)
 
     def path_of(self, key: str) -> Path:
         return self.blob_dir / key[:2] / key[2:4] / key
@@ -115,9 +126,12 @@ class FileBlobStore:
         sync_filesystem(self.root, placed)
 
     def open(self, key: str) -> BinaryIO:
-        return open(self.path_of(key), "rb")
+        return open_blob_file(self.path_of(key), self.keyring)
 
     def read_range(self, key: str, offset: int, length: int) -> bytes:
+        if self.keyring is not None:
+            with DecryptingReader(self.path_of(key), self.keyring) as reader:
+                return reader.read_range(offset, length)
         with open(self.path_of(key), "rb") as handle:
             handle.seek(offset)
             return handle.read(length)
@@ -156,6 +170,11 @@ class FileBlobStore:
         with self.open(key) as handle:
             while chunk := handle.read(chunk_size):
                 yield chunk
+
+
+def open_blob_file(path: Path | str, keyring: Keyring | None) -> BinaryIO:
+    """A stored or spooled blob's plaintext, as a seekable binary file."""
+    return open(path, "rb") if keyring is None else open_decrypting(Path(path), keyring)
 
 
 def _receiver_running(name: str) -> bool:

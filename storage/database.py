@@ -1,5 +1,7 @@
 """The index database: an engine for SQLite (the embedded default) or PostgreSQL, with the
-settings that make a commit durable, and one way to open a write transaction."""
+settings that make a commit durable, and one way to open a write transaction. With an index
+key (encryption at rest) SQLite is SQLCipher: the database file, its WAL and its shared memory
+file hold no plaintext."""
 
 from __future__ import annotations
 
@@ -26,19 +28,26 @@ def database_url(url: str | None, data_dir: Path) -> str:
 
 
 class Database:
-    def __init__(self, url: str):
+    def __init__(self, url: str, index_key: bytes | None = None):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
-            self.engine: Engine = create_engine(
-                url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8, max_overflow=8
-            )
+            pool = {"pool_size": 8, "max_overflow": 8}
+            if index_key is None:
+                self.engine: Engine = create_engine(
+                    url, connect_args={"check_same_thread": False, "timeout": 30}, **pool)
+            else:
+                import sqlcipher3.dbapi2 as sqlcipher
+
+                path = str(sqlite_file(url))
+                self.engine = create_engine(url, module=sqlcipher,
+                                            creator=lambda: open_sqlcipher(sqlcipher, path, index_key), **pool)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
         # SQLite allows one writer: serialise writers here rather than spin on SQLITE_BUSY.
         self._write_lock = threading.Lock() if self.is_sqlite else None
-        self._wal_path = url.removeprefix("sqlite:///") + "-wal" if self.is_sqlite else ""
+        self._wal_path = f"{sqlite_file(url)}-wal" if self.is_sqlite else ""
 
     def create_schema(self) -> None:
         SQLModel.metadata.create_all(self.engine)
@@ -74,6 +83,20 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite index (None for PostgreSQL)."""
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else None
+
+
+def open_sqlcipher(sqlcipher, path: str, index_key: bytes):
+    """A SQLCipher connection keyed before anything else touches the file. A raw 256-bit key
+    (x'…') rather than a passphrase: the key is already uniformly random (HKDF), so SQLCipher's
+    PBKDF2 on every connection would cost time and add nothing."""
+    connection = sqlcipher.connect(path, check_same_thread=False, timeout=30)
+    connection.execute(f"PRAGMA key = \"x'{index_key.hex()}'\"")
+    return connection
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
