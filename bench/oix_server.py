@@ -51,12 +51,16 @@ def postgres_database() -> Iterator[str]:
 
 @contextmanager
 def running_oix(
-    database_url: str | None = None, keep_dir: bool = False
+    database_url: str | None = None, keep_dir: bool = False, audit: bool = True
 ) -> Iterator[ServerUnderTest]:
-    """OIX with one organisation, `bench`, whose service root is the benchmark's target."""
+    """OIX with one organisation, `bench`, whose service root is the benchmark's target. It
+    runs without authentication on loopback, as Orthanc does here; every access is audited
+    unless `audit` is False (a declared demo: the reference for the audit trail's cost)."""
     executable = oix_executable()
     data_dir = Path(tempfile.mkdtemp(prefix="oix-bench-data-"))
     env = {**os.environ, "OIX_DATA_DIR": str(data_dir)}
+    if not audit:
+        env.update(OIX_AUDIT="off", OIX_DEMO="1")
     if database_url:
         env["OIX_DATABASE_URL"] = database_url
     log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -73,7 +77,7 @@ def running_oix(
         port = free_port()
         command = [
             executable, "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--data-dir", str(data_dir),
+            "--data-dir", str(data_dir), "--no-auth",
         ]  # fmt: skip
         if database_url:
             command += ["--database", database_url]
@@ -84,7 +88,7 @@ def running_oix(
         base = f"http://127.0.0.1:{port}"
         wait_until_ready(process, f"{base}/healthz", log_path)
         yield ServerUnderTest(
-            "oix-pg" if database_url else "oix-sqlite",
+            ("oix-pg" if database_url else "oix-sqlite") + ("" if audit else "-audit-off"),
             f"{base}/dicomweb/{BENCH_ORGANISATION}",
             process.pid,
         )

@@ -32,9 +32,9 @@ def _format(number: float | None) -> str:
     return f"{number:.3g}" if abs(number) < 1 else f"{number:.1f}"
 
 
-def comparison_table(metrics_by_target: dict[str, list[Metric]]) -> str:
+def comparison_table(metrics_by_target: dict[str, list[Metric]], reference: str = REFERENCE_TARGET) -> str:
     """One row per metric, one column per target, then one ratio column per non-reference
-    target when the reference (Orthanc) ran."""
+    target when the reference (Orthanc, or the one named) ran."""
     targets = list(metrics_by_target)
     order: list[Metric] = []
     seen: set[str] = set()
@@ -47,8 +47,8 @@ def comparison_table(metrics_by_target: dict[str, list[Metric]]) -> str:
         target: {metric.name: metric.value for metric in metrics}
         for target, metrics in metrics_by_target.items()
     }
-    compared = [t for t in targets if t != REFERENCE_TARGET] if REFERENCE_TARGET in targets else []
-    header = ["metric", "unit", *targets, *(f"{t} vs {REFERENCE_TARGET}" for t in compared)]
+    compared = [t for t in targets if t != reference] if reference in targets else []
+    header = ["metric", "unit", *targets, *(f"{t} vs {reference}" for t in compared)]
     rows = [header]
     for metric in order:
         row = [metric.label, metric.unit]
@@ -56,7 +56,7 @@ def comparison_table(metrics_by_target: dict[str, list[Metric]]) -> str:
         for target in compared:
             ratio = speedup(
                 metric,
-                values[REFERENCE_TARGET].get(metric.name, math.nan),
+                values[reference].get(metric.name, math.nan),
                 values[target].get(metric.name, math.nan),
             )
             row.append("—" if ratio is None else f"{ratio:.2f}×")
@@ -72,8 +72,8 @@ def comparison_table(metrics_by_target: dict[str, list[Metric]]) -> str:
     if compared:
         lines.append("")
         lines.append(
-            f"Ratios: OIX/{REFERENCE_TARGET} for throughput, {REFERENCE_TARGET}/OIX for latency "
-            f"and memory; above 1.00× OIX is better, below it {REFERENCE_TARGET} is."
+            f"Ratios: target/{reference} for throughput, {reference}/target for latency "
+            f"and memory; above 1.00× the target is better, below it {reference} is."
         )
     return "\n".join(lines)
 

@@ -22,9 +22,12 @@ class Outcome:
     detail: str
 
 
-def run_checks(root: str, timeout: float, max_requests: int = MAX_REQUESTS) -> tuple[list[Outcome], int]:
-    """Every check against `root`, then the clean-up; the outcomes and the requests made."""
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+def run_checks(root: str, timeout: float, max_requests: int = MAX_REQUESTS,
+               token: str | None = None) -> tuple[list[Outcome], int]:
+    """Every check against `root`, then the clean-up; the outcomes and the requests made.
+    `token` goes in every request as `Authorization: Bearer` (RFC 6750)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(timeout=timeout, follow_redirects=False, headers=headers) as client:
         session = Session(root.rstrip("/"), client, KitStudy.fresh(), max_requests)
         outcomes = [_outcome(check, session) for check in CHECKS]
         outcomes.append(_outcome(CLEAN_UP, session))
@@ -56,9 +59,9 @@ def _summary(outcomes: list[Outcome], requests: int) -> str:
     return f"{count['PASS']} passed, {count['FAIL']} failed, {count['SKIP']} skipped ({requests} requests)"
 
 
-def main(url: str, timeout: float = 30.0, as_json: bool = False) -> int:
+def main(url: str, timeout: float = 30.0, as_json: bool = False, token: str | None = None) -> int:
     """`oix conformance check URL`: 0 when no check failed, 1 otherwise."""
-    outcomes, requests = run_checks(url, timeout)
+    outcomes, requests = run_checks(url, timeout, token=token)
     if as_json:
         print(orjson.dumps({
             "root": url,

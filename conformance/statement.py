@@ -117,6 +117,30 @@ CHOICES: tuple[Choice, ...] = (
            "Any stored syntax can be sent as stored or decoded to an uncompressed syntax; OIX never "
            "encodes into a compressed syntax.",
            "—"),
+    Choice("Authentication", "PS3.18 8.10 (security left to the origin server), RFC 6750",
+           "Authorization: Bearer with an OpenID Connect access token (JWT checked against the provider's "
+           "JWKS: issuer, audience, expiry, signature) or an OIX API key (oixk_…); or a portal session "
+           "cookie. Missing or invalid credentials get 401 with WWW-Authenticate: Bearer and the reason; "
+           "a signed-in caller without the role gets 403 naming what is missing. Without authentication "
+           "(loopback or a declared demo) every request acts as admin of every organisation.",
+           "dcm4chee and OHIF use Keycloak bearer tokens; Google Cloud Healthcare and Azure DICOM take "
+           "OAuth 2.0 bearer tokens; Orthanc uses HTTP Basic or an authorization plugin."),
+    Choice("Access control", "PS3.15 (security profiles leave roles to the site)",
+           "Roles per organisation: viewer (search, retrieve), sender (also store), admin (also delete, "
+           "API keys, audit). The organisation in the URL is the one the request acts for.",
+           "Azure DICOM's roles (Reader, Writer, Data Owner) are the same three steps."),
+    Choice("Audit trail", "PS3.15 A.5 (IHE ATNA), IHE Basic Audit Log Patterns",
+           "An event per query, retrieve (instances, metadata, frames, bulk data), store (per study, in "
+           "the same transaction as the index), delete, refused permission, admin change and audit read; "
+           "user authentication when a credential is refused and the first time a process sees one it "
+           "accepts (bearer tokens come with every request). Hash-chained; served to an organisation's "
+           "admins for 12 months as JSON, CSV, FHIR AuditEvent or DICOM audit messages; kept 7 years.",
+           "dcm4chee sends PS3.15 audit messages to an audit record repository; Google Cloud and Azure "
+           "keep platform audit logs."),
+    Choice("Transport security", "PS3.15 Annex B (secure transport connection profiles)",
+           "HTTPS with TLS 1.2 or later when given a certificate and key, with Strict-Transport-Security; "
+           "plain HTTP otherwise (behind a TLS-terminating proxy).",
+           "Orthanc and dcm4chee serve TLS directly or behind a proxy; cloud DICOM services are TLS only."),
 )
 
 TRANSACTIONS = {

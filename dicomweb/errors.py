@@ -9,7 +9,16 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from exchange.errors import DuplicateOrganisation, ExchangeError, InvalidOrganisation, NotHeld, UnknownOrganisation
+from exchange.errors import (
+    AuthenticationFailed,
+    DuplicateOrganisation,
+    ExchangeError,
+    InvalidCredentialRequest,
+    InvalidOrganisation,
+    NotHeld,
+    UnknownCredential,
+    UnknownOrganisation,
+)
 
 
 class FailureReason(IntEnum):
@@ -62,6 +71,9 @@ STATUS_OF_EXCHANGE_ERROR: dict[type[ExchangeError], int] = {
     NotHeld: 404,
     InvalidOrganisation: 400,
     DuplicateOrganisation: 409,
+    AuthenticationFailed: 401,
+    InvalidCredentialRequest: 400,
+    UnknownCredential: 404,
 }
 
 

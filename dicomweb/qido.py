@@ -22,6 +22,7 @@ from dicomweb.attributes import (
     UnknownAttribute,
     resolve,
 )
+from oix.access import requester_of
 from dicomweb.context import context_of, service_root
 from dicomweb.errors import BadRequest, NotAcceptable
 from dicomweb.negotiation import accepts_dicom_json
@@ -164,7 +165,8 @@ def _search(level: QueryLevel):
         query, include, warnings = parse_query(request, level, context.limits.max_query_results)
         wanted = query.limit
         query.limit = wanted + 1  # one more tells whether the results were cut
-        rows = await run_in_threadpool(context.archive.search, org, query)
+        rows = await run_in_threadpool(context.archive.search, org, query, requester_of(request),
+                                       f"{level.value} {request.url.query}".strip())
         query.limit = wanted
         if len(rows) > wanted:
             rows = rows[:wanted]

@@ -11,6 +11,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from exchange.access import Requester
+from oix.access import requester_of
 from dicomweb.context import DicomWebLimits, PartChecker, context_of, service_root
 from dicomweb.errors import BadRequest, FailureReason, PayloadTooLarge, UnsupportedMediaType
 from dicomweb.multipart import MediaType, MultipartError, read_parts
@@ -100,7 +102,7 @@ async def store_instances(request: Request) -> Response:
     if count == 0:
         raise BadRequest("the multipart/related body holds no parts")
     report = await run_in_threadpool(store_parts, context.archive, context.check_parts, context.limits, org,
-                                    study_uid, spool.parts)
+                                    study_uid, spool.parts, requester_of(request))
     return _response(request, org, study_uid, report)
 
 
@@ -120,11 +122,12 @@ def _boundary(content_type: str) -> str:
 
 
 def store_parts(archive: Archive, checker: PartChecker, limits: DicomWebLimits, org: str,
-                study_uid: str | None, parts: list[ReceivedPart]) -> StoreReport:
+                study_uid: str | None, parts: list[ReceivedPart], requester: Requester) -> StoreReport:
     """Check each part against PS3.18 10.5 and keep the ones that pass."""
     for part in parts:
         part.writer.close()
-    jobs = [PartToCheck(number, str(part.writer.path), part.media_type, part.writer.key, part.writer.size)
+    jobs = [PartToCheck(number, str(part.writer.path), part.media_type, part.writer.key, part.writer.size,
+                        part.writer.keyring)
             for number, part in enumerate(parts, start=1)]
     report = StoreReport()
     accepted: list[Incoming] = []
@@ -136,7 +139,7 @@ def store_parts(archive: Archive, checker: PartChecker, limits: DicomWebLimits, 
         else:
             accepted.append(Incoming(part.writer, checked))
     archive.discard(rejected)
-    outcomes = archive.store(org, accepted) if accepted else []
+    outcomes = archive.store(org, accepted, requester, [failure.message for failure in report.failed])
     for item, outcome in zip(accepted, outcomes):
         record = item.record
         if outcome is AddOutcome.CONFLICT:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from oix.access import requester_of
 from dicomweb.context import context_of, service_root
 from dicomweb.errors import BadRequest, NotAcceptable, NotFound
 from dicomweb.multipart import closing, new_boundary, part_head, related_content_type
@@ -34,6 +35,12 @@ OCTET_STREAM = "application/octet-stream"
 CHUNK = 1 << 20
 
 
+def _what(request: Request) -> str:
+    """What a frames or bulk data retrieve asks for, as its audit event says."""
+    params = request.path_params
+    return f"frames {params['frames']}" if "frames" in params else f"bulk data {params.get('path', '')}"
+
+
 def _scope(request: Request) -> tuple[str, str, str | None, str | None]:
     params = request.path_params
     return params["org"], params["study"], params.get("series"), params.get("instance")
@@ -45,7 +52,7 @@ async def retrieve_instances(request: Request) -> Response:
     """PS3.18 10.4.1.1.1-3: a study, series or instance as multipart/related application/dicom."""
     archive = context_of(request).archive
     org, study, series, instance = _scope(request)
-    held = await run_in_threadpool(archive.held, org, study, series, instance)
+    held = await run_in_threadpool(archive.held, org, requester_of(request), "instances", study, series, instance)
     target = _instance_syntax(accepted(request, DICOM), held)
     boundary = new_boundary()
     batches = _batches(held)
@@ -150,7 +157,7 @@ async def retrieve_metadata(request: Request) -> Response:
     org, study, series, instance = _scope(request)
     if not accepts_dicom_json(request):
         raise NotAcceptable("metadata is served as application/dicom+json only")
-    found = await run_in_threadpool(archive.dicom_json, org, study, series, instance)
+    found = await run_in_threadpool(archive.dicom_json, org, requester_of(request), study, series, instance)
     root = service_root(request, org).encode()
     mark = INSTANCE_URL_MARK.encode()
 
@@ -172,7 +179,8 @@ async def retrieve_frames(request: Request) -> Response:
     archive = context_of(request).archive
     org, study, series, instance = _scope(request)
     numbers = _frame_numbers(request.path_params["frames"])
-    held = (await run_in_threadpool(archive.held, org, study, series, instance, True))[0]
+    held = (await run_in_threadpool(archive.held, org, requester_of(request), _what(request), study, series,
+                                    instance, True))[0]
     layout = orjson.loads(held.layout)
     frames = layout["frames"]
     if not frames:
@@ -243,7 +251,8 @@ async def retrieve_bulkdata(request: Request) -> Response:
     archive = context_of(request).archive
     org, study, series, instance = _scope(request)
     path = request.path_params["path"].strip("/").upper()
-    held = (await run_in_threadpool(archive.held, org, study, series, instance, True))[0]
+    held = (await run_in_threadpool(archive.held, org, requester_of(request), _what(request), study, series,
+                                    instance, True))[0]
     layout = orjson.loads(held.layout)
     location = layout["bulk"].get(path)
     if location is None:
@@ -277,7 +286,7 @@ async def delete_held(request: Request) -> Response:
     the same resource paths as Orthanc and dcm4chee). Blobs go when nothing references them."""
     archive = context_of(request).archive
     org, study, series, instance = _scope(request)
-    removed = await run_in_threadpool(archive.delete, org, study, series, instance)
+    removed = await run_in_threadpool(archive.delete, org, requester_of(request), study, series, instance)
     return Response(orjson.dumps({"deleted_instances": removed}), media_type="application/json")
 
 

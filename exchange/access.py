@@ -60,3 +60,16 @@ class Principal:
 
 ANONYMOUS = Principal("anonymous", ActorKind.ANONYMOUS)
 SYSTEM = Principal("oix", ActorKind.SYSTEM, every_organisation=Role.ADMIN)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who is asking, from where: what every audit event of a request records."""
+
+    principal: Principal
+    client_address: str = ""
+    user_agent: str = ""
+    request_id: str = ""
+
+
+SYSTEM_REQUESTER = Requester(SYSTEM)

@@ -6,11 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from sqlalchemy import Connection
+
+from exchange.access import Requester
+from exchange.audit import AuditAction, AuditEvent, AuditTrail, Outcome
 from exchange.errors import NotHeld
 from exchange.organisations import OrganisationDirectory
 from storage.blobs import BlobStore, BlobWriter
 from storage.instances import AddOutcome, Held, InstanceIndex, InstanceRecord, QueryRow
-from storage.query import Query, QueryLevel
+from storage.query import MatchKind, Query, QueryLevel
 
 
 @dataclass
@@ -22,24 +26,43 @@ class Incoming:
 
 
 class Archive:
-    def __init__(self, directory: OrganisationDirectory, index: InstanceIndex, blobs: BlobStore):
+    """Every read and write of patient data here leaves an audit event (DESIGN invariant 5):
+    stores in the same transaction as their index rows, reads buffered by the audit trail."""
+
+    def __init__(self, directory: OrganisationDirectory, index: InstanceIndex, blobs: BlobStore,
+                 audit: AuditTrail):
         self.directory = directory
         self.index = index
         self.blobs = blobs
+        self.audit = audit
 
     def require_organisation(self, org: str) -> None:
         self.directory.require(org)
 
     # -- store --------------------------------------------------------------------------------
 
-    def store(self, org: str, incoming: list[Incoming]) -> list[AddOutcome]:
-        """Keep `incoming` for `org`: blobs durable first, then one index transaction
-        (DESIGN invariant 1). Returns an outcome per object, in order."""
+    def store(self, org: str, incoming: list[Incoming], requester: Requester,
+              refused: list[str] = ()) -> list[AddOutcome]:
+        """Keep `incoming` for `org`: blobs durable first, then one index transaction with their
+        audit events (DESIGN invariants 1 and 5). `refused` describes the objects of the same
+        request that failed their checks. Returns an outcome per object, in order."""
         if not incoming:
+            if refused:
+                self.audit.record(_refused_store(requester, org, refused))
             return []
+        records = [item.record for item in incoming]
+
+        def audited(connection: Connection, outcomes: list[AddOutcome]) -> None:
+            conflicts = [f"SOP Instance {record.sop_instance_uid} is held with other content"
+                         for record, outcome in zip(records, outcomes) if outcome is AddOutcome.CONFLICT]
+            events = _store_events(requester, org, records, outcomes)
+            if refused or conflicts:
+                events.append(_refused_store(requester, org, [*refused, *conflicts]))
+            self.audit.write(connection, events)
+
         with self.blobs.placing():
             self.blobs.commit([item.writer for item in incoming])
-            outcomes = self.index.add(org, [item.record for item in incoming])
+            outcomes = self.index.add(org, records, audited)
         refused = {item.record.blob_key for item, outcome in zip(incoming, outcomes)
                    if outcome is AddOutcome.CONFLICT}
         if refused:
@@ -52,25 +75,49 @@ class Archive:
 
     # -- search and retrieve -------------------------------------------------------------------
 
-    def search(self, org: str, query: Query) -> list[QueryRow]:
-        return self.index.search(org, query)
+    def search(self, org: str, query: Query, requester: Requester, described: str = "") -> list[QueryRow]:
+        """QIDO-RS matches; audited as a Query (PS3.15 A.5.3.10) naming the patient and study
+        the query names, with the query itself as detail."""
+        rows = self.index.search(org, query)
+        self.audit.record(AuditEvent.for_request(
+            requester, AuditAction.QUERY, org=org, patients=_matched(query, "PatientID"),
+            studies=tuple(filter(None, [query.study_uid, *_matched(query, "StudyInstanceUID")])),
+            detail=described or query.level.value))
+        return rows
 
     def representative_json(self, org: str, level: QueryLevel, keys) -> dict:
         return self.index.first_dicom_json(org, level, keys)
 
-    def held(self, org: str, study_uid: str, series_uid: str | None = None,
+    def held(self, org: str, requester: Requester, what: str, study_uid: str, series_uid: str | None = None,
              sop_instance_uid: str | None = None, with_layout: bool = False) -> list[Held]:
+        """The instances in scope, for a retrieve of `what` (instances, frames, bulk data);
+        audited as DICOM Instances Transferred (PS3.15 A.5.3.7)."""
         found = self.index.held(org, study_uid, series_uid, sop_instance_uid, with_layout)
+        self._retrieved(requester, org, what, study_uid, series_uid, sop_instance_uid, len(found))
         if not found:
             raise NotHeld(_describe(study_uid, series_uid, sop_instance_uid))
         return found
 
-    def dicom_json(self, org: str, study_uid: str, series_uid: str | None = None,
+    def dicom_json(self, org: str, requester: Requester, study_uid: str, series_uid: str | None = None,
                    sop_instance_uid: str | None = None) -> list[tuple[str, str, str, bytes]]:
         found = self.index.dicom_json(org, study_uid, series_uid, sop_instance_uid)
+        self._retrieved(requester, org, "metadata", study_uid, series_uid, sop_instance_uid, len(found))
         if not found:
             raise NotHeld(_describe(study_uid, series_uid, sop_instance_uid))
         return found
+
+    def _retrieved(self, requester: Requester, org: str, what: str, study_uid: str, series_uid: str | None,
+                   sop_instance_uid: str | None, count: int) -> None:
+        scope = _describe(study_uid, series_uid, sop_instance_uid)
+        if count:
+            patients = tuple(self.index.patient_ids(org, [study_uid]).values())
+            event = AuditEvent.for_request(requester, AuditAction.RETRIEVE, org=org, patients=patients,
+                                           studies=(study_uid,), detail=f"{what} of {scope}: {count} instance(s)")
+        else:
+            event = AuditEvent.for_request(requester, AuditAction.RETRIEVE, org=org, studies=(study_uid,),
+                                           outcome=Outcome.MINOR_FAILURE, outcome_description="not held",
+                                           detail=f"{what} of {scope}")
+        self.audit.record(event)
 
     def open_blob(self, key: str) -> BinaryIO:
         return self.blobs.open(key)
@@ -80,18 +127,50 @@ class Archive:
 
     # -- delete --------------------------------------------------------------------------------
 
-    def delete(self, org: str, study_uid: str, series_uid: str | None = None,
+    def delete(self, org: str, requester: Requester, study_uid: str, series_uid: str | None = None,
                sop_instance_uid: str | None = None) -> int:
+        """Audited as DICOM Study Deleted (PS3.15 A.5.3.8), also for a series or an instance."""
+        patients = tuple(self.index.patient_ids(org, [study_uid]).values())
         with self.blobs.removing():
             removed, orphaned = self.index.delete(org, study_uid, series_uid, sop_instance_uid)
             self.blobs.delete(orphaned)
+        scope = _describe(study_uid, series_uid, sop_instance_uid)
+        self.audit.record(AuditEvent.for_request(
+            requester, AuditAction.DELETE, org=org, patients=patients, studies=(study_uid,),
+            outcome=Outcome.SUCCESS if removed else Outcome.MINOR_FAILURE,
+            outcome_description="" if removed else "not held", detail=f"{scope}: {removed} instance(s) deleted"))
         if not removed:
-            raise NotHeld(_describe(study_uid, series_uid, sop_instance_uid))
+            raise NotHeld(scope)
         return removed
 
     def _delete_unreferenced(self, keys: set[str]) -> None:
         with self.blobs.removing():
             self.blobs.delete(keys - self.index.blob_in_use(keys))
+
+
+def _store_events(requester: Requester, org: str, records: list[InstanceRecord],
+                  outcomes: list[AddOutcome]) -> list[AuditEvent]:
+    """One DICOM Instances Transferred event (PS3.15 A.5.3.7, action C) per study stored."""
+    by_study: dict[str, list[InstanceRecord]] = {}
+    for record, outcome in zip(records, outcomes):
+        if outcome is not AddOutcome.CONFLICT:
+            by_study.setdefault(record.study_uid, []).append(record)
+    return [AuditEvent.for_request(requester, AuditAction.STORE, org=org,
+                                   patients=tuple(dict.fromkeys(r.study_columns.get("patient_id", "") for r in stored)),
+                                   studies=(study_uid,), detail=f"{len(stored)} instance(s) stored")
+            for study_uid, stored in by_study.items()]
+
+
+def _refused_store(requester: Requester, org: str, reasons: list[str]) -> AuditEvent:
+    return AuditEvent.for_request(requester, AuditAction.STORE, org=org, outcome=Outcome.MINOR_FAILURE,
+                                  outcome_description=f"{len(reasons)} object(s) refused",
+                                  detail="; ".join(reasons)[:4000])
+
+
+def _matched(query: Query, keyword: str) -> tuple[str, ...]:
+    """The values a query matches `keyword` on exactly (single values and UID lists)."""
+    return tuple(value for match in query.matches if match.keyword == keyword
+                 and match.kind in (MatchKind.SINGLE_VALUE, MatchKind.UID_LIST) for value in match.values)
 
 
 def _describe(study_uid: str, series_uid: str | None, sop_instance_uid: str | None) -> str:

@@ -26,3 +26,20 @@ class NotHeld(ExchangeError):
 
     def __init__(self, what: str):
         super().__init__(f"{what} is not held by this organisation")
+
+
+class AuthenticationFailed(ExchangeError):
+    """Credentials were presented and are not valid: `reason` is short and machine-readable
+    (expired, revoked, unknown-key, bad-password, ...), the message says what to do."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class InvalidCredentialRequest(ExchangeError):
+    """A request to create or change an account, membership or key that cannot be honoured."""
+
+
+class UnknownCredential(ExchangeError):
+    """No such account or API key in this organisation."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
+import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -13,20 +15,38 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from api.audit import ROUTES as AUDIT_ROUTES
+from api.context import ApiContext
+from api.keys import ROUTES as KEY_ROUTES
+from api.me import ROUTES as ME_ROUTES
 from conformance.routes import ROUTES as CONFORMANCE_ROUTES
 from dicomweb.context import DicomWebContext, ParserPool
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.routes import service_root_mount
 from dicomweb.checks import check_parts
+from exchange.accounts import LocalAccounts
+from exchange.administration import Administration
+from exchange.api_keys import ApiKeys
 from exchange.archive import Archive
+from exchange.audit import AuditTrail
 from exchange.organisations import OrganisationDirectory
+from exchange.sessions import PortalSessions
+from oix.access import AccessAudit, AccessGate, guard_routes
+from oix.authentication import Authenticator
 from oix.observability import Metrics, RequestLogMiddleware
+from oix.oidc import OidcVerifier
+from oix.security_headers import SecurityHeadersMiddleware
 from oix.settings import Settings
+from portal.context import PortalContext
+from portal.signin import ROUTES as SIGN_IN_ROUTES
+from storage.at_rest import open_data_dir
 from storage.blobs import FileBlobStore
-from storage.database import Database, database_url
+from storage.credentials import AccountTable, ApiKeyTable, SessionTable
+from storage.database import Database, database_url, sqlite_file
 from storage.instances import InstanceIndex
+from storage.keyring import Keyring
 from storage.organisations import OrganisationTable
 
 
@@ -35,27 +55,46 @@ class Services:
     database: Database
     directory: OrganisationDirectory
     archive: Archive
+    audit: AuditTrail
+    accounts: LocalAccounts
+    api_keys: ApiKeys
+    sessions: PortalSessions
+    admin: Administration
+
+    def close(self) -> None:
+        self.audit.stop()  # writes what is still buffered
+        self.database.dispose()
 
 
 def open_services(settings: Settings) -> Services:
     """Everything below HTTP, opened on the configured data directory and database."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(database_url(settings.database_url, settings.data_dir))
+    url = database_url(settings.database_url, settings.data_dir)
+    keyring = Keyring.load(settings.encryption_key_file, settings.encryption_key)
+    database = Database(url, index_key=open_data_dir(settings.data_dir, keyring, sqlite_file(url)))
     database.create_schema()
     directory = OrganisationDirectory(OrganisationTable(database))
-    archive = Archive(directory, InstanceIndex(database), FileBlobStore(settings.data_dir))
-    return Services(database, directory, archive)
+    audit = AuditTrail(database, retention=timedelta(days=settings.audit_retention_days),
+                       enabled=settings.audit_enabled)
+    archive = Archive(directory, InstanceIndex(database), FileBlobStore(settings.data_dir, keyring), audit)
+    accounts = LocalAccounts(AccountTable(database), directory)
+    api_keys = ApiKeys(ApiKeyTable(database), directory)
+    admin = Administration(directory, accounts, api_keys, audit)
+    return Services(database, directory, archive, audit, accounts, api_keys,
+                    PortalSessions(SessionTable(database)), admin)
 
 
-def _lifespan(services: Services, parser_pool: ParserPool | None):
+def _lifespan(services: Services, parser_pool: ParserPool | None, http_client: httpx.AsyncClient):
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        services.audit.start()
         if parser_pool is not None:
             await run_in_threadpool(parser_pool.start)
         yield
         if parser_pool is not None:
             parser_pool.shutdown()
-        services.database.dispose()
+        await http_client.aclose()
+        services.close()
 
     return lifespan
 
@@ -72,19 +111,30 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     async def prometheus(_request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    middleware = [Middleware(RequestLogMiddleware, metrics=metrics)]
+    http_client = httpx.AsyncClient()
+    oidc = OidcVerifier(settings.oidc, http_client) if settings.oidc else None
+    authenticator = Authenticator(required=settings.auth_required, api_keys=services.api_keys,
+                                  sessions=services.sessions, oidc=oidc)
+    routes = [Route("/healthz", healthz), Route("/metrics", prometheus), *CONFORMANCE_ROUTES,
+              *SIGN_IN_ROUTES, Mount("/api", routes=[*ME_ROUTES, *KEY_ROUTES, *AUDIT_ROUTES]),
+              service_root_mount()]
+    guard_routes(routes, AccessGate(authenticator, AccessAudit(services.audit)))
+
+    tls = settings.tls_cert is not None
+    middleware = [Middleware(RequestLogMiddleware, metrics=metrics), Middleware(SecurityHeadersMiddleware, tls=tls)]
     if settings.cors_origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"], allow_headers=["*"],
             expose_headers=["Content-Type", "Content-Length", "Warning", "X-Request-Id"]))
     app = Starlette(
-        routes=[Route("/healthz", healthz), Route("/metrics", prometheus), *CONFORMANCE_ROUTES,
-                service_root_mount()],
+        routes=routes,
         middleware=middleware,
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=_lifespan(services, parser_pool),
+        lifespan=_lifespan(services, parser_pool, http_client),
     )
     app.state.dicomweb = DicomWebContext(services.archive, settings.limits, parser_pool or check_parts)
     app.state.services = services
+    app.state.api = ApiContext(services.admin, services.audit)
+    app.state.portal = PortalContext(services.accounts, services.sessions, oidc, services.audit, secure_cookies=tls)
     return app

@@ -59,6 +59,9 @@ def route_label(scope: Scope) -> str:
     return "/" + parts[0] if parts and parts[0] else "/"
 
 
+REQUEST_ID = "oix.request_id"  # the ASGI scope key holding the request's id
+
+
 class RequestLogMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics):
         self.app = app
@@ -71,6 +74,7 @@ class RequestLogMiddleware:
         started = time.perf_counter()
         headers = dict(scope.get("headers") or [])
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        scope[REQUEST_ID] = request_id  # for the audit trail
         route = route_label(scope)
         state = {"status": 500, "sent": 0, "received": 0}
 

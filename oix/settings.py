@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dicomweb.context import DicomWebLimits
+from oix.oidc import OidcSettings
+
+SEVEN_YEARS_DAYS = 7 * 365 + 2  # audit retention (NHS records guidance for audit trails)
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,19 @@ class Settings:
     log_level: str = "info"
     # Processes that read received objects' headers on STOW (0: in the server process).
     parse_workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 4))
+    # Trust: without authentication a request without credentials acts as admin of every
+    # organisation; allowed on loopback, or elsewhere only for a declared demo.
+    auth_required: bool = True
+    demo: bool = False
+    oidc: OidcSettings | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    audit_enabled: bool = True  # off only for a demo (benchmarks measure its cost)
+    audit_retention_days: int = SEVEN_YEARS_DAYS
+    # Encryption at rest, off unless a key is given: a key file (`oix keys generate`) and/or one
+    # base64 key in the environment (storage/keyring.py).
+    encryption_key_file: Path | None = None
+    encryption_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_environment(cls, **flags) -> Settings:
@@ -33,12 +49,26 @@ class Settings:
         }
         if env.get("OIX_PARSE_WORKERS"):
             values["parse_workers"] = int(env["OIX_PARSE_WORKERS"])
+        values["auth_required"] = env.get("OIX_AUTH", "required").lower() != "off"
+        values["demo"] = env.get("OIX_DEMO", "").lower() in ("1", "true", "yes")
+        values["audit_enabled"] = env.get("OIX_AUDIT", "on").lower() != "off"
+        if env.get("OIX_AUDIT_RETENTION_DAYS"):
+            values["audit_retention_days"] = int(env["OIX_AUDIT_RETENTION_DAYS"])
+        for name in ("tls_cert", "tls_key"):
+            if env.get(f"OIX_{name.upper()}"):
+                values[name] = Path(env[f"OIX_{name.upper()}"])
+        values["oidc"] = OidcSettings.from_environment(env)
+        if env.get("OIX_ENCRYPTION_KEY_FILE"):
+            values["encryption_key_file"] = Path(env["OIX_ENCRYPTION_KEY_FILE"])
+        values["encryption_key"] = env.get("OIX_ENCRYPTION_KEY") or None
         limits = DicomWebLimits(
             max_request_bytes=int(env.get("OIX_MAX_REQUEST_BYTES", DicomWebLimits.max_request_bytes)),
             max_object_bytes=int(env.get("OIX_MAX_OBJECT_BYTES", DicomWebLimits.max_object_bytes)),
             bulk_threshold=int(env.get("OIX_BULK_THRESHOLD", DicomWebLimits.bulk_threshold)),
         )
         values.update({name: value for name, value in flags.items() if value is not None})
-        if "data_dir" in flags and flags["data_dir"] is not None:
-            values["data_dir"] = Path(flags["data_dir"])
+        for name in ("data_dir", "tls_cert", "tls_key", "encryption_key_file"):
+            if flags.get(name) is not None:
+                values[name] = Path(flags[name])
         return cls(limits=limits, **values)
+

@@ -4,7 +4,7 @@ retrieve or a metadata request covers, and deleting. Every statement is scoped b
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -67,10 +67,15 @@ class InstanceIndex:
 
     # -- store --------------------------------------------------------------------------------
 
-    def add(self, org: str, records: Sequence[InstanceRecord]) -> list[AddOutcome]:
-        """Index `records` (their blobs already durable) in one transaction."""
+    def add(self, org: str, records: Sequence[InstanceRecord],
+            also: Callable[[Connection, list[AddOutcome]], None] | None = None) -> list[AddOutcome]:
+        """Index `records` (their blobs already durable) in one transaction; `also` writes more
+        rows in it (the audit events of the store), knowing each record's outcome."""
         with self.database.write() as connection:
-            return self._add(connection, org, records)
+            outcomes = self._add(connection, org, records)
+            if also is not None:
+                also(connection, outcomes)
+            return outcomes
 
     def _add(self, connection: Connection, org: str, records: Sequence[InstanceRecord]) -> list[AddOutcome]:
         outcomes: dict[int, AddOutcome] = {}
@@ -310,6 +315,16 @@ class InstanceIndex:
             still_used = set(connection.execute(
                 select(INSTANCE.c.blob_key).where(INSTANCE.c.blob_key.in_(keys)).distinct()).scalars()) if keys else set()
             return removed, sorted(keys - still_used)
+
+    def patient_ids(self, org: str, study_uids: Iterable[str]) -> dict[str, str]:
+        """The Patient ID of each study held (for audit events)."""
+        study_uids = list(study_uids)
+        if not study_uids:
+            return {}
+        with self.database.read() as connection:
+            rows = connection.execute(select(STUDY.c.study_uid, STUDY.c.patient_id).where(
+                STUDY.c.org == org, STUDY.c.study_uid.in_(study_uids)))
+            return {study_uid: patient_id for study_uid, patient_id in rows}
 
     def totals(self) -> tuple[int, int]:
         """(instances, bytes) over every organisation, for monitoring."""

@@ -83,10 +83,10 @@ def start_dedicated_server(backend: str, tmp_path_factory) -> Iterator[Callable[
     with ExitStack() as cleanup:
 
         def start(env: dict[str, str] | None = None, args: tuple[str, ...] = (),
-                  orgs: tuple[str, ...] = ("dedicated",)) -> OixServer:
+                  orgs: tuple[str, ...] = ("dedicated",), auth: bool = False) -> OixServer:
             database = cleanup.enter_context(new_postgresql_database()) if backend == "postgresql" else None
             running = start_server(tmp_path_factory.mktemp("dedicated") / "data", backend=backend,
-                                   database_url=database, orgs=orgs, env=env, args=args)
+                                   database_url=database, orgs=orgs, env=env, args=args, auth=auth)
             cleanup.callback(stop_server, running)
             return running
 

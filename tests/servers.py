@@ -54,6 +54,7 @@ class OixServer:
     process: subprocess.Popen
     log_path: Path
     orgs: list[str] = field(default_factory=list)
+    tls_ca: str | None = None  # the certificate that a TLS server's clients trust
 
     @property
     def pid(self) -> int:
@@ -106,9 +107,11 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
 
 def start_server(data_dir: Path, *, backend: str = "sqlite", database_url: str | None = None,
                  orgs: tuple[str, ...] = (), env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = ()) -> OixServer:
+                 args: tuple[str, ...] = (), auth: bool = False) -> OixServer:
     """Add `orgs` through the CLI (OIX_DATA_DIR / OIX_DATABASE_URL), then start `oix serve`
-    on a free port and wait until GET /healthz answers 200."""
+    on a free port and wait until GET /healthz answers 200. Without `auth` the server runs in
+    the embedded single-user mode on loopback (`--no-auth`): the DICOMweb tests exercise the
+    standard, and tests/trust/ exercise authentication and access control."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = data_dir.parent / f"{data_dir.name}-server.log"
@@ -120,12 +123,15 @@ def start_server(data_dir: Path, *, backend: str = "sqlite", database_url: str |
     for slug in orgs:
         run_cli(["org", "add", slug, f"Organisation {slug}"], server_env)
     command = [*oix_command(), "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    if not auth:
+        command.append("--no-auth")
     if database_url:
         command += ["--database", database_url]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=server_env, stdout=log, stderr=subprocess.STDOUT)
-    server = OixServer(backend, data_dir, database_url, f"http://127.0.0.1:{port}", process, log_path,
-                       list(orgs))
+    tls_ca = args[args.index("--tls-cert") + 1] if "--tls-cert" in args else None
+    server = OixServer(backend, data_dir, database_url, f"{'https' if tls_ca else 'http'}://127.0.0.1:{port}",
+                       process, log_path, list(orgs), tls_ca)
     try:
         wait_until_healthy(server)
     except BaseException:
@@ -136,7 +142,7 @@ def start_server(data_dir: Path, *, backend: str = "sqlite", database_url: str |
 
 def wait_until_healthy(server: OixServer, timeout: float = START_TIMEOUT_SECONDS) -> None:
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0) as client:
+    with httpx.Client(timeout=2.0, verify=server.tls_ca or True) as client:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
                 raise ServerStartError(f"oix serve exited with {server.process.returncode}:\n{server.log_tail()}")

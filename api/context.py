@@ -1,0 +1,46 @@
+"""What the JSON API routes are given, and the little they share: reading a JSON body and
+answering with one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from dicomweb.errors import BadRequest
+from exchange.administration import Administration
+from exchange.audit import AuditTrail
+
+MAX_JSON_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    admin: Administration
+    audit: AuditTrail
+
+
+def api_of(request: Request) -> ApiContext:
+    return request.app.state.api
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_JSON_BYTES:
+            raise BadRequest(f"the JSON body is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        value = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BadRequest("the body must be a JSON object")
+    return value
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(value), status_code=status, media_type="application/json")
