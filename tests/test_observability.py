@@ -86,7 +86,7 @@ def test_each_request_writes_one_structured_log_line(tmp_path, caplog):
     from oix.app import create_app
     from oix.settings import Settings
 
-    app = create_app(Settings.from_environment(data_dir=str(tmp_path), parse_workers=0))
+    app = create_app(Settings.from_environment(data_dir=str(tmp_path), parse_workers=0, auth_required=False))
 
     async def requests() -> None:
         transport = httpx.ASGITransport(app=app)
