@@ -16,8 +16,10 @@ from exchange.errors import (
     InvalidCredentialRequest,
     InvalidOrganisation,
     NotHeld,
+    TransferStepRefused,
     UnknownCredential,
     UnknownOrganisation,
+    UnknownTransfer,
 )
 
 
@@ -74,6 +76,8 @@ STATUS_OF_EXCHANGE_ERROR: dict[type[ExchangeError], int] = {
     AuthenticationFailed: 401,
     InvalidCredentialRequest: 400,
     UnknownCredential: 404,
+    UnknownTransfer: 404,
+    TransferStepRefused: 409,
 }
 
 

@@ -3,6 +3,7 @@ part, check and index each object, and answer with the Store Instances Response.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -11,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from exchange.access import Requester
 from oix.access import requester_of
 from dicomweb.context import DicomWebLimits, PartChecker, context_of, service_root
 from dicomweb.errors import BadRequest, FailureReason, PayloadTooLarge, UnsupportedMediaType
@@ -81,11 +81,29 @@ class _Spool:
         self.archive.discard([part.writer for part in self.parts])
 
 
+# Keeps the objects that passed their checks, given the messages of those that did not:
+# returns an outcome per object. `Archive.store` for an organisation's own service root.
+Keeper = Callable[[list[Incoming], list[str]], list[AddOutcome]]
+
+
 async def store_instances(request: Request) -> Response:
+    """PS3.18 10.5: store into the organisation of the service root."""
     context = context_of(request)
     org = request.path_params["org"]
-    study_uid = request.path_params.get("study")
     await run_in_threadpool(context.archive.require_organisation, org)
+    requester = requester_of(request)
+
+    def keep(accepted: list[Incoming], refused: list[str]) -> list[AddOutcome]:
+        return context.archive.store(org, accepted, requester, refused)
+
+    return await receive_instances(request, keep, service_root(request, org))
+
+
+async def receive_instances(request: Request, keep: Keeper, root: str) -> Response:
+    """Read a STOW-RS request part by part to disk, check every object, hand those that pass to
+    `keep`, and answer with the Store Instances Response (URLs under `root`)."""
+    context = context_of(request)
+    study_uid = request.path_params.get("study")
     boundary = _boundary(request.headers.get("content-type", ""))
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > context.limits.max_request_bytes:
@@ -101,9 +119,9 @@ async def store_instances(request: Request) -> Response:
         raise
     if count == 0:
         raise BadRequest("the multipart/related body holds no parts")
-    report = await run_in_threadpool(store_parts, context.archive, context.check_parts, context.limits, org,
-                                    study_uid, spool.parts, requester_of(request))
-    return _response(request, org, study_uid, report)
+    report = await run_in_threadpool(store_parts, context.archive, context.check_parts, context.limits,
+                                    study_uid, spool.parts, keep)
+    return _response(root, study_uid, report)
 
 
 def _boundary(content_type: str) -> str:
@@ -121,8 +139,8 @@ def _boundary(content_type: str) -> str:
     return boundary
 
 
-def store_parts(archive: Archive, checker: PartChecker, limits: DicomWebLimits, org: str,
-                study_uid: str | None, parts: list[ReceivedPart], requester: Requester) -> StoreReport:
+def store_parts(archive: Archive, checker: PartChecker, limits: DicomWebLimits, study_uid: str | None,
+                parts: list[ReceivedPart], keep: Keeper) -> StoreReport:
     """Check each part against PS3.18 10.5 and keep the ones that pass."""
     for part in parts:
         part.writer.close()
@@ -139,7 +157,7 @@ def store_parts(archive: Archive, checker: PartChecker, limits: DicomWebLimits, 
         else:
             accepted.append(Incoming(part.writer, checked))
     archive.discard(rejected)
-    outcomes = archive.store(org, accepted, requester, [failure.message for failure in report.failed])
+    outcomes = keep(accepted, [failure.message for failure in report.failed])
     for item, outcome in zip(accepted, outcomes):
         record = item.record
         if outcome is AddOutcome.CONFLICT:
@@ -152,8 +170,7 @@ def store_parts(archive: Archive, checker: PartChecker, limits: DicomWebLimits, 
     return report
 
 
-def _response(request: Request, org: str, study_uid: str | None, report: StoreReport) -> Response:
-    root = service_root(request, org)
+def _response(root: str, study_uid: str | None, report: StoreReport) -> Response:
     body: dict = {}
     studies = {study for _, _, study, _ in report.stored}
     retrieve_study = study_uid or (next(iter(studies)) if len(studies) == 1 else None)

@@ -3,6 +3,7 @@ for one organisation at a time, with blobs made durable before the index says th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -41,11 +42,13 @@ class Archive:
 
     # -- store --------------------------------------------------------------------------------
 
-    def store(self, org: str, incoming: list[Incoming], requester: Requester,
-              refused: list[str] = ()) -> list[AddOutcome]:
+    def store(self, org: str, incoming: list[Incoming], requester: Requester, refused: list[str] = (),
+              also: Callable[[Connection, list[InstanceRecord], list[AddOutcome]], None] | None = None
+              ) -> list[AddOutcome]:
         """Keep `incoming` for `org`: blobs durable first, then one index transaction with their
         audit events (DESIGN invariants 1 and 5). `refused` describes the objects of the same
-        request that failed their checks. Returns an outcome per object, in order."""
+        request that failed their checks; `also` writes more rows in the same transaction (a
+        transfer the objects open or extend). Returns an outcome per object, in order."""
         if not incoming:
             if refused:
                 self.audit.record(_refused_store(requester, org, refused))
@@ -58,7 +61,9 @@ class Archive:
             events = _store_events(requester, org, records, outcomes)
             if refused or conflicts:
                 events.append(_refused_store(requester, org, [*refused, *conflicts]))
-            self.audit.write(connection, events)
+            if also is not None:
+                also(connection, records, outcomes)
+            self.audit.write(connection, events)  # last: it holds the audit chain until the commit
 
         with self.blobs.placing():
             self.blobs.commit([item.writer for item in incoming])
@@ -74,6 +79,20 @@ class Archive:
             writer.discard()
 
     # -- search and retrieve -------------------------------------------------------------------
+
+    def share(self, source: str, target: str, study_uids: list[str], requester: Requester,
+              also: Callable[[Connection, int], None]) -> int:
+        """Hold `source`'s studies for `target` too: no bytes copied (DESIGN: blobs are shared
+        and immutable). Audited as a store for `target`."""
+        patients = tuple(self.index.patient_ids(source, study_uids).values())
+
+        def audited(connection: Connection, added: int) -> None:
+            also(connection, added)
+            self.audit.write(connection, [AuditEvent.for_request(
+                requester, AuditAction.STORE, org=target, patients=patients, studies=tuple(study_uids),
+                detail=f"{added} instance(s) received from {source}")])
+
+        return self.index.copy_studies(source, target, study_uids, audited)
 
     def search(self, org: str, query: Query, requester: Requester, described: str = "") -> list[QueryRow]:
         """QIDO-RS matches; audited as a Query (PS3.15 A.5.3.10) naming the patient and study

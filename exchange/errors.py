@@ -43,3 +43,16 @@ class InvalidCredentialRequest(ExchangeError):
 
 class UnknownCredential(ExchangeError):
     """No such account or API key in this organisation."""
+
+
+class UnknownTransfer(ExchangeError):
+    def __init__(self, transfer_id: str):
+        super().__init__(f"no transfer '{transfer_id}' involving this organisation")
+
+
+class TransferStepRefused(ExchangeError):
+    """A step the transfer's state, or the caller's side of it, does not allow."""
+
+
+class InvalidTransferRequest(ExchangeError):
+    pass

@@ -51,6 +51,7 @@ def needs(permission: Permission) -> Policy:
 
 
 SEARCH, RETRIEVE, STORE = needs(Permission.SEARCH), needs(Permission.RETRIEVE), needs(Permission.STORE)
+SEND = needs(Permission.SEND)
 DELETE, MANAGE, READ_AUDIT = needs(Permission.DELETE), needs(Permission.MANAGE), needs(Permission.READ_AUDIT)
 _STUDY = "/dicomweb/{org}/studies/{study}"
 _SERIES = _STUDY + "/series/{series}"
@@ -70,6 +71,21 @@ ROUTE_POLICIES: dict[str, dict[str, Policy]] = {
     "/api/orgs/{org}/keys": {"GET": MANAGE, "POST": MANAGE},
     "/api/orgs/{org}/keys/{key_id}": {"DELETE": MANAGE},
     "/api/orgs/{org}/audit": {"GET": READ_AUDIT},
+    "/api/orgs": {"GET": SIGNED_IN},
+    "/api/orgs/{org}/transfers": {"POST": SEND},
+    "/api/orgs/{org}/inbox": {"GET": SEARCH},
+    "/api/orgs/{org}/outbox": {"GET": SEARCH},
+    "/api/orgs/{org}/transfers/{transfer}": {"GET": SEARCH},
+    "/api/orgs/{org}/transfers/{transfer}/complete": {"POST": SEND},
+    "/api/orgs/{org}/transfers/{transfer}/viewed": {"POST": RETRIEVE},
+    "/api/orgs/{org}/transfers/{transfer}/reject": {"POST": SEND},
+    # The outbox service roots: STOW-RS that sends to another organisation
+    "/dicomweb/{org}/outbox/{dest}/studies": {"POST": SEND},
+    "/dicomweb/{org}/outbox/{dest}/studies/{study}": {"POST": SEND},
+    "/dicomweb/{org}/outbox/{dest}/urgent/studies": {"POST": SEND},
+    "/dicomweb/{org}/outbox/{dest}/urgent/studies/{study}": {"POST": SEND},
+    "/dicomweb/{org}/outbox/{dest}/emergency/studies": {"POST": SEND},
+    "/dicomweb/{org}/outbox/{dest}/emergency/studies/{study}": {"POST": SEND},
     # PS3.18 10.5 STOW-RS
     "/dicomweb/{org}/studies": {"GET": SEARCH, "POST": STORE},
     # PS3.18 10.6 QIDO-RS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +20,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from api.audit import ROUTES as AUDIT_ROUTES
+from api.directory import ROUTES as DIRECTORY_ROUTES
+from api.outbox import outbox_mount
+from api.transfers import ROUTES as TRANSFER_ROUTES
 from api.context import ApiContext
 from api.keys import ROUTES as KEY_ROUTES
 from api.me import ROUTES as ME_ROUTES
@@ -33,6 +38,7 @@ from exchange.archive import Archive
 from exchange.audit import AuditTrail
 from exchange.organisations import OrganisationDirectory
 from exchange.sessions import PortalSessions
+from exchange.transfers import Transfers
 from oix.access import AccessAudit, AccessGate, guard_routes
 from oix.authentication import Authenticator
 from oix.observability import Metrics, RequestLogMiddleware
@@ -44,6 +50,7 @@ from portal.signin import ROUTES as SIGN_IN_ROUTES
 from storage.at_rest import open_data_dir
 from storage.blobs import FileBlobStore
 from storage.credentials import AccountTable, ApiKeyTable, SessionTable
+from storage.transfers import TransferTable
 from storage.database import Database, database_url, sqlite_file
 from storage.instances import InstanceIndex
 from storage.keyring import Keyring
@@ -60,6 +67,7 @@ class Services:
     api_keys: ApiKeys
     sessions: PortalSessions
     admin: Administration
+    transfers: Transfers
 
     def close(self) -> None:
         self.audit.stop()  # writes what is still buffered
@@ -80,8 +88,10 @@ def open_services(settings: Settings) -> Services:
     accounts = LocalAccounts(AccountTable(database), directory)
     api_keys = ApiKeys(ApiKeyTable(database), directory)
     admin = Administration(directory, accounts, api_keys, audit)
+    transfers = Transfers(TransferTable(database), archive, directory, audit,
+                          idle=timedelta(seconds=settings.transfer_idle_seconds))
     return Services(database, directory, archive, audit, accounts, api_keys,
-                    PortalSessions(SessionTable(database)), admin)
+                    PortalSessions(SessionTable(database)), admin, transfers)
 
 
 def _lifespan(services: Services, parser_pool: ParserPool | None, http_client: httpx.AsyncClient):
@@ -90,13 +100,26 @@ def _lifespan(services: Services, parser_pool: ParserPool | None, http_client: h
         services.audit.start()
         if parser_pool is not None:
             await run_in_threadpool(parser_pool.start)
+        delivery = asyncio.create_task(_deliver_idle_transfers(services.transfers))
         yield
+        delivery.cancel()
         if parser_pool is not None:
             parser_pool.shutdown()
         await http_client.aclose()
         services.close()
 
     return lifespan
+
+
+async def _deliver_idle_transfers(transfers: Transfers) -> None:
+    """Outbox streams quiet for the idle time become delivered (checked a few times per idle time)."""
+    period = max(0.5, min(30.0, transfers.idle.total_seconds() / 4))
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await run_in_threadpool(transfers.deliver_idle)
+        except Exception:  # the next round tries again; a failure here must not stop the loop
+            logging.getLogger("oix").exception("delivering idle transfers failed")
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
@@ -116,8 +139,9 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     authenticator = Authenticator(required=settings.auth_required, api_keys=services.api_keys,
                                   sessions=services.sessions, oidc=oidc)
     routes = [Route("/healthz", healthz), Route("/metrics", prometheus), *CONFORMANCE_ROUTES,
-              *SIGN_IN_ROUTES, Mount("/api", routes=[*ME_ROUTES, *KEY_ROUTES, *AUDIT_ROUTES]),
-              service_root_mount()]
+              *SIGN_IN_ROUTES,
+              Mount("/api", routes=[*ME_ROUTES, *DIRECTORY_ROUTES, *KEY_ROUTES, *AUDIT_ROUTES, *TRANSFER_ROUTES]),
+              outbox_mount(), service_root_mount()]
     guard_routes(routes, AccessGate(authenticator, AccessAudit(services.audit)))
 
     tls = settings.tls_cert is not None
@@ -135,6 +159,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     )
     app.state.dicomweb = DicomWebContext(services.archive, settings.limits, parser_pool or check_parts)
     app.state.services = services
+    app.state.transfers = services.transfers
     app.state.api = ApiContext(services.admin, services.audit)
     app.state.portal = PortalContext(services.accounts, services.sessions, oidc, services.audit, secure_cookies=tls)
     return app

@@ -316,6 +316,42 @@ class InstanceIndex:
                 select(INSTANCE.c.blob_key).where(INSTANCE.c.blob_key.in_(keys)).distinct()).scalars()) if keys else set()
             return removed, sorted(keys - still_used)
 
+    def copy_studies(self, source: str, target: str, study_uids: Sequence[str],
+                     also: Callable[[Connection, int], None] | None = None) -> int:
+        """Index `source`'s instances of `study_uids` for `target` too (the blobs are shared and
+        immutable: nothing is copied but rows); what `target` already holds is left as it is.
+        `also` writes more rows in the same transaction, given how many instances were added."""
+        with self.database.write() as connection:
+            added = 0
+            for table in (STUDY, SERIES, INSTANCE):
+                columns = [column for column in table.columns if column.name != "id"]
+                chosen = select(*[literal(target).label("org") if column.name == "org" else column
+                                  for column in columns]).where(table.c.org == source,
+                                                                table.c.study_uid.in_(study_uids))
+                keys = {"study": ["org", "study_uid"], "series": ["org", "study_uid", "series_uid"],
+                        "instance": ["org", "sop_instance_uid"]}[table.name]
+                result = connection.execute(_insert(connection, table)
+                                            .from_select([column.name for column in columns], chosen)
+                                            .on_conflict_do_nothing(index_elements=keys))
+                if table is INSTANCE:
+                    added = result.rowcount
+            if also is not None:
+                also(connection, added)
+            return added
+
+    def patient_names(self, org: str, study_uids: Iterable[str]) -> dict[str, str]:
+        study_uids = list(study_uids)
+        with self.database.read() as connection:
+            rows = connection.execute(select(STUDY.c.study_uid, STUDY.c.patient_name).where(
+                STUDY.c.org == org, STUDY.c.study_uid.in_(study_uids)))
+            return {study_uid: name for study_uid, name in rows}
+
+    def instance_counts(self, org: str, study_uids: Iterable[str], connection: Connection) -> dict[str, int]:
+        """Instances held of each study, read in the caller's transaction."""
+        rows = connection.execute(select(INSTANCE.c.study_uid, func.count()).where(
+            INSTANCE.c.org == org, INSTANCE.c.study_uid.in_(list(study_uids))).group_by(INSTANCE.c.study_uid))
+        return {study_uid: int(count) for study_uid, count in rows}
+
     def patient_ids(self, org: str, study_uids: Iterable[str]) -> dict[str, str]:
         """The Patient ID of each study held (for audit events)."""
         study_uids = list(study_uids)

@@ -19,8 +19,12 @@ def as_utc(moment: datetime) -> datetime:
 
 
 class Organisation(SQLModel, table=True):
-    slug: str = Field(primary_key=True, max_length=64)
+    slug: str = Field(primary_key=True, max_length=64)  # the short code, e.g. an ODS code
     name: str
+    kind: str = Field(default="trust", max_length=32)  # trust, private, teleradiology, research
+    contact: str = ""
+    retention_days: int = 30  # how long received copies are kept unless retained
+    identity_domain: str = ""  # Issuer of Patient ID (0010,0021) of its local MRNs
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -223,3 +227,89 @@ class AuditChainAnchor(SQLModel, table=True):
     purged: int = Field(sa_column=Column(BigInteger, nullable=False))  # entries purged in all
     purged_before: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Transfer(SQLModel, table=True):
+    """Studies of one patient sent from one organisation to another, and where that stands."""
+
+    __table_args__ = (
+        Index("ix_transfer_destination_state", "destination", "state"),
+        Index("ix_transfer_sender_state", "sender", "state"),
+    )
+    id: str = Field(primary_key=True, max_length=32)
+    sender: str = Field(foreign_key="organisation.slug", max_length=64)
+    destination: str = Field(foreign_key="organisation.slug", max_length=64)
+    urgency: str = Field(max_length=16)  # routine, urgent, emergency
+    note: str = ""
+    intended_recipient: str = ""
+    patient_id: str = ""
+    patient_name: str = ""
+    state: str = Field(max_length=16)
+    via: str = Field(max_length=16)  # outbox (a STOW stream) or holdings (studies already held)
+    reason: str = ""  # why it was rejected
+    created_by: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)  # last object received or state change
+
+
+class TransferStudy(SQLModel, table=True):
+    transfer_id: str = Field(foreign_key="transfer.id", primary_key=True, max_length=32)
+    study_uid: str = Field(primary_key=True, max_length=64)
+    instances: int = 0
+
+
+class TransferEvent(SQLModel, table=True):
+    """A transfer's history, visible to both sides: each state it entered, who, when."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    transfer_id: str = Field(foreign_key="transfer.id", max_length=32, index=True)
+    state: str = Field(max_length=16)
+    actor: str = ""
+    org: str = ""
+    at: datetime = Field(default_factory=utcnow)
+    detail: str = ""
+
+
+# -- the job queue (storage/jobs.py) and webhooks (exchange/webhooks.py) ------------------------
+
+JOB_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Job(SQLModel, table=True):
+    """Background work: queued until `run_after`, running while a worker holds its lease
+    (`leased_until`), then succeeded or failed (given up). AUTOINCREMENT on SQLite as well: a
+    job id is the delivery id webhook receivers de-duplicate by, never reused after a purge."""
+
+    __table_args__ = (
+        Index("ix_job_state_run_after", "state", "run_after"),
+        Index("ix_job_org_kind", "org", "kind", "id"),
+        {"sqlite_autoincrement": True},
+    )
+    id: int | None = Field(default=None, sa_column=Column(JOB_ID, primary_key=True, autoincrement=True))
+    kind: str = Field(max_length=64)
+    org: str = Field(max_length=64)  # the organisation the work is for
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))  # JSON object
+    state: str = Field(max_length=16)  # queued, running, succeeded, failed
+    attempts: int = 0  # attempts started
+    max_attempts: int
+    run_after: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    leased_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    last_error: str = ""
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Webhook(SQLModel, table=True):
+    """An organisation's subscription to exchange events, POSTed to `url`. Deliveries are signed
+    with HMAC-SHA256 under `secret`, so the secret itself is kept (not a hash); it is shown once,
+    when the webhook is added, and never listed."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    org: str = Field(foreign_key="organisation.slug", max_length=64, index=True)
+    url: str = Field(max_length=2048)
+    secret: str = Field(max_length=128)
+    events: str  # event names, space-separated
+    description: str = ""
+    created_by: str = ""
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    disabled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

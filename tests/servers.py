@@ -82,6 +82,24 @@ class OixServer:
         self.orgs.append(slug)
         return slug
 
+    def cli(self, *args: str) -> str:
+        """Run an `oix` command on this server's storage in this process (a new interpreter
+        costs ~1.5 s) and return what it printed; fails the test if the command does."""
+        import contextlib
+        import io
+
+        from oix.cli import main as oix_main
+
+        flags = ["--data-dir", str(self.data_dir)]
+        if self.database_url:
+            flags += ["--database", self.database_url]
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            status = oix_main([*args, *flags])
+        if status != 0:
+            raise RuntimeError(f"oix {' '.join(args)} failed ({status})")
+        return printed.getvalue()
+
     def blob_files(self) -> set[str]:
         """Names of the blob files in the data directory (SHA-256 keys)."""
         return {path.name for path in (self.data_dir / "blobs").rglob("*") if path.is_file()}

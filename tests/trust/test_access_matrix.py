@@ -41,16 +41,16 @@ def answered_when_allowed(path: str, method: str) -> int:
     if path == "/logout":
         return 303
     if path.startswith("/dicomweb/"):
-        if method == "POST":
+        if method == "POST":  # STOW-RS, to the organisation's own root or an outbox
             return 415  # no multipart/related body
         if method == "DELETE" or not (path.endswith("/series") or path.endswith("/instances")
                                       or path.endswith("/studies")):
             return 404  # retrieve or delete of a study nobody holds
         return 200  # QIDO-RS: an empty match
-    if path.endswith("/keys") and method == "POST":
-        return 400  # no role in the body
-    if path.endswith("/keys/{key_id}"):
-        return 404
+    if path.endswith(("/keys", "/transfers")) and method == "POST":
+        return 400  # no role, no studies in the body
+    if path.endswith("/keys/{key_id}") or "/transfers/{transfer}" in path:
+        return 404  # no such key or transfer
     return 200
 
 
@@ -60,16 +60,18 @@ RANK = {None: 0, Role.VIEWER: 1, Role.SENDER: 2, Role.ADMIN: 3}
 
 
 def least_role(path: str, method: str) -> Role | None | str:
-    """Who may call a route, written from the issue's words rather than read from the policy
+    """Who may call a route, written from the issues' words rather than read from the policy
     table, so a wrongly declared policy fails here: viewer (search, retrieve, view), sender
     (also store and send), admin (also members, keys, rules, audit; and delete)."""
     if path in PUBLIC_PATHS:
         return "public"
-    if not path.startswith(("/dicomweb/", "/api/orgs/")):
-        return None  # any signed-in caller: /api/me, /logout
-    if path.startswith("/api/orgs/{org}/") or method == "DELETE":
+    if path in ("/api/me", "/logout", "/api/orgs"):
+        return None  # any signed-in caller
+    if path.endswith(("/keys", "/keys/{key_id}", "/audit")) or method == "DELETE":
         return Role.ADMIN
-    return Role.SENDER if method == "POST" else Role.VIEWER
+    if "/outbox/{dest}/" in path or path.endswith(("/transfers", "/complete", "/reject")):
+        return Role.SENDER  # sending, and deciding on a transfer
+    return Role.SENDER if method == "POST" and not path.endswith("/viewed") else Role.VIEWER
 
 
 def expected(path: str, method: str, caller: str) -> int:
@@ -87,7 +89,7 @@ def expected(path: str, method: str, caller: str) -> int:
 
 
 def concrete(path: str) -> str:
-    values = {"{org}": HOME, "{study}": f"2.25.{secrets.randbits(96)}", "{series}": f"2.25.{secrets.randbits(96)}",
+    values = {"{org}": HOME, "{dest}": OTHER, "{transfer}": "T0000000000000000", "{study}": f"2.25.{secrets.randbits(96)}", "{series}": f"2.25.{secrets.randbits(96)}",
               "{instance}": f"2.25.{secrets.randbits(96)}", "{frames}": "1", "{path:path}": "7FE00010",
               "{key_id}": "0000000000000000"}
     for name, value in values.items():

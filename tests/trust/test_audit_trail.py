@@ -39,13 +39,13 @@ class Organisation:
         self.server = server
         self.slug = new_org_slug("audited")
         self.env = {"OIX_DATA_DIR": str(server.data_dir), "PATH": "/usr/bin:/bin"}
-        run_cli(["org", "add", self.slug, "Audited"], self.env)
+        server.cli("org", "add", self.slug, "Audited")
         self.admin_key = self.key("admin")
         self.http = httpx.Client(base_url=server.base_url, timeout=60, headers={"User-Agent": USER_AGENT})
         self.events()  # the admin key's first use (an authentication event) is behind us
 
     def key(self, role: str) -> str:
-        return run_cli(["key", "create", "--org", self.slug, "--role", role], self.env).stdout.strip()
+        return self.server.cli("key", "create", "--org", self.slug, "--role", role).strip()
 
     def as_(self, key: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"}

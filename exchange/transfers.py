@@ -1,0 +1,244 @@
+"""Transfers: studies of one patient sent from one organisation to another, with an urgency, a
+note, and a state both sides see. The lifecycle is the TRANSITIONS table; every step is audited."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import Enum
+
+from sqlalchemy import Connection
+
+from exchange.access import SYSTEM_REQUESTER, Requester
+from exchange.archive import Archive, Incoming
+from exchange.audit import AuditAction, AuditEvent, AuditTrail, Outcome
+from exchange.errors import InvalidTransferRequest, NotHeld, TransferStepRefused, UnknownTransfer
+from exchange.organisations import OrganisationDirectory
+from storage.instances import AddOutcome, InstanceRecord
+from storage.tables import Transfer, TransferEvent, TransferStudy, utcnow
+from storage.transfers import TransferFilter, TransferTable
+
+DEFAULT_IDLE = timedelta(minutes=5)  # an outbox stream quiet this long is delivered
+
+
+class Urgency(str, Enum):
+    ROUTINE = "routine"
+    URGENT = "urgent"
+    EMERGENCY = "emergency"  # a clinical emergency
+
+
+class TransferState(str, Enum):
+    RECEIVING = "receiving"  # an outbox stream is still adding objects
+    DELIVERED = "delivered"
+    VIEWED = "viewed"
+    IMPORTED = "imported"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+class Side(str, Enum):
+    SENDER = "sender"
+    DESTINATION = "destination"
+    SYSTEM = "system"
+
+
+class Step(str, Enum):
+    COMPLETE = "complete"  # the sender says the stream is complete
+    IDLE = "idle"  # the stream was quiet for the idle time
+    VIEW = "view"
+    IMPORT = "import"
+    REJECT = "reject"
+    EXPIRE = "expire"
+
+
+# (state, step) → (next state, who may take the step)
+TRANSITIONS: dict[tuple[TransferState, Step], tuple[TransferState, Side]] = {
+    (TransferState.RECEIVING, Step.COMPLETE): (TransferState.DELIVERED, Side.SENDER),
+    (TransferState.RECEIVING, Step.IDLE): (TransferState.DELIVERED, Side.SYSTEM),
+    (TransferState.DELIVERED, Step.VIEW): (TransferState.VIEWED, Side.DESTINATION),
+    (TransferState.DELIVERED, Step.IMPORT): (TransferState.IMPORTED, Side.DESTINATION),
+    (TransferState.VIEWED, Step.IMPORT): (TransferState.IMPORTED, Side.DESTINATION),
+    (TransferState.DELIVERED, Step.REJECT): (TransferState.REJECTED, Side.DESTINATION),
+    (TransferState.VIEWED, Step.REJECT): (TransferState.REJECTED, Side.DESTINATION),
+    (TransferState.DELIVERED, Step.EXPIRE): (TransferState.EXPIRED, Side.SYSTEM),
+    (TransferState.VIEWED, Step.EXPIRE): (TransferState.EXPIRED, Side.SYSTEM),
+}
+AUDITED_AS = {Step.VIEW: AuditAction.VIEW, Step.IMPORT: AuditAction.IMPORT, Step.REJECT: AuditAction.REJECT,
+              Step.EXPIRE: AuditAction.EXPIRE}
+
+
+@dataclass(frozen=True)
+class TransferView:
+    transfer: Transfer
+    studies: list[TransferStudy]
+    history: list[TransferEvent]
+
+
+# Told about every transfer that becomes delivered, and every emergency when it opens.
+Notify = Callable[[Connection, str, Transfer], None]
+
+
+class Transfers:
+    def __init__(self, table: TransferTable, archive: Archive, directory: OrganisationDirectory,
+                 audit: AuditTrail, idle: timedelta = DEFAULT_IDLE, notify: Notify | None = None):
+        self.table = table
+        self.archive = archive
+        self.directory = directory
+        self.audit = audit
+        self.idle = idle
+        self.notify = notify
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def receive(self, sender: str, destination: str, incoming: list[Incoming], refused: list[str],
+                requester: Requester, urgency: Urgency = Urgency.ROUTINE, note: str = "") -> list[AddOutcome]:
+        """Objects stored into the outbox service root `sender` → `destination`: held for the
+        destination, each patient's opening or extending a transfer in the same transaction."""
+        self.require_pair(sender, destination)
+
+        def open_or_extend(connection: Connection, records: list[InstanceRecord], outcomes: list[AddOutcome]) -> None:
+            now = utcnow()
+            by_patient: dict[str, list[InstanceRecord]] = {}
+            for record, outcome in zip(records, outcomes):
+                if outcome is not AddOutcome.CONFLICT:
+                    by_patient.setdefault(record.study_columns.get("patient_id", ""), []).append(record)
+            events = []
+            for patient_id, stored in by_patient.items():
+                transfer = self.table.open_receiving(connection, sender, destination, patient_id, urgency.value,
+                                                     now - self.idle)
+                if transfer is None:
+                    transfer = self._open(connection, sender, destination, patient_id,
+                                          stored[0].study_columns.get("patient_name", ""), urgency, note,
+                                          TransferState.RECEIVING, "outbox", requester, now)
+                counts: dict[str, int] = {}
+                for record in stored:
+                    counts[record.study_uid] = counts.get(record.study_uid, 0) + 1
+                self.table.add_studies(connection, transfer.id, counts, now)
+                events.append(AuditEvent.for_request(
+                    requester, AuditAction.SEND, org=sender, patients=(patient_id,), studies=tuple(counts),
+                    transfer=transfer.id, detail=f"{len(stored)} instance(s) to {destination}"))
+            self.audit.write(connection, events)
+
+        return self.archive.store(destination, incoming, requester, refused, also=open_or_extend)
+
+    def send_held(self, sender: str, destination: str, study_uids: list[str], requester: Requester,
+                  urgency: Urgency = Urgency.ROUTINE, note: str = "", intended_recipient: str = "") -> TransferView:
+        """Send studies the sender already holds: delivered at once, no bytes copied."""
+        self.require_pair(sender, destination)
+        if not study_uids:
+            raise InvalidTransferRequest("name at least one study to send")
+        patients = self.archive.index.patient_ids(sender, study_uids)
+        missing = [uid for uid in study_uids if uid not in patients]
+        if missing:
+            raise NotHeld(f"study {missing[0]}")
+        if len(set(patients.values())) > 1:
+            raise InvalidTransferRequest("a transfer bundles studies of one patient; these studies belong to "
+                                         f"{len(set(patients.values()))} patients: send one transfer each")
+        names = self.archive.index.patient_names(sender, study_uids)
+        created: list[Transfer] = []
+
+        def record_transfer(connection: Connection, _added: int) -> None:
+            now = utcnow()
+            transfer = self._open(connection, sender, destination, next(iter(patients.values())),
+                                  next(iter(names.values()), ""), urgency, note, TransferState.DELIVERED,
+                                  "holdings", requester, now, intended_recipient)
+            counts = self.archive.index.instance_counts(sender, study_uids, connection)
+            self.table.add_studies(connection, transfer.id, counts, now)
+            self.audit.write(connection, [AuditEvent.for_request(
+                requester, AuditAction.SEND, org=sender, patients=tuple(set(patients.values())),
+                studies=tuple(study_uids), transfer=transfer.id, detail=f"to {destination}")])
+            if self.notify:
+                self.notify(connection, "transfer.delivered", transfer)
+            created.append(transfer)
+
+        self.archive.share(sender, destination, study_uids, requester, record_transfer)
+        return self.view(sender, created[0].id)
+
+    def _open(self, connection: Connection, sender: str, destination: str, patient_id: str, patient_name: str,
+              urgency: Urgency, note: str, state: TransferState, via: str, requester: Requester, now: datetime,
+              intended_recipient: str = "") -> Transfer:
+        transfer = Transfer(id=f"T{secrets.token_hex(8)}", sender=sender, destination=destination,
+                            urgency=urgency.value, note=note[:2000], intended_recipient=intended_recipient[:200],
+                            patient_id=patient_id, patient_name=patient_name, state=state.value, via=via,
+                            created_by=requester.principal.actor, created_at=now, updated_at=now)
+        self.table.insert(connection, transfer)
+        self.table.log(connection, TransferEvent(transfer_id=transfer.id, state=state.value,
+                                                 actor=requester.principal.actor, org=sender, at=now,
+                                                 detail=f"{urgency.value} transfer to {destination}"))
+        if self.notify and urgency is Urgency.EMERGENCY:
+            self.notify(connection, "transfer.emergency", transfer)  # at once, before delivery
+        return transfer
+
+    def require_pair(self, sender: str, destination: str) -> None:
+        self.directory.require(sender)
+        self.directory.require(destination)
+        if sender == destination:
+            raise InvalidTransferRequest("a transfer goes to another organisation, not to the sender itself")
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def view(self, org: str, transfer_id: str) -> TransferView:
+        transfer = self.table.get(transfer_id)
+        if transfer is None or org not in (transfer.sender, transfer.destination):
+            raise UnknownTransfer(transfer_id)  # another organisation's transfer does not exist for you
+        return TransferView(transfer, self.table.studies(transfer_id), self.table.history(transfer_id))
+
+    def inbox(self, org: str, where: TransferFilter, limit: int, offset: int) -> tuple[int, list[Transfer]]:
+        self.directory.require(org)
+        return self.table.listing("destination", org, where, limit, offset)
+
+    def outbox(self, org: str, where: TransferFilter, limit: int, offset: int) -> tuple[int, list[Transfer]]:
+        self.directory.require(org)
+        return self.table.listing("sender", org, where, limit, offset)
+
+    # -- the lifecycle ----------------------------------------------------------------------------
+
+    def take_step(self, org: str, transfer_id: str, step: Step, requester: Requester, reason: str = "") -> TransferView:
+        transfer = self.view(org, transfer_id).transfer
+        state = TransferState(transfer.state)
+        allowed = TRANSITIONS.get((state, step))
+        if allowed is None:
+            raise TransferStepRefused(f"transfer {transfer_id} is {state.value}: it cannot be {_past(step)}")
+        next_state, side = allowed
+        acting_side = Side.SENDER if org == transfer.sender else Side.DESTINATION
+        if side is not acting_side:
+            raise TransferStepRefused(f"only the {side.value} of transfer {transfer_id} can mark it {_past(step)}")
+        if step is Step.REJECT and not reason.strip():
+            raise InvalidTransferRequest("say why the transfer is rejected: the sender sees the reason")
+        self._move(transfer, step, next_state, requester, org, reason.strip()[:1000])
+        return self.view(org, transfer_id)
+
+    def deliver_idle(self, now: datetime | None = None) -> int:
+        """Deliver every outbox transfer whose stream has been quiet for the idle time."""
+        now = now or utcnow()
+        delivered = 0
+        for transfer in self.table.idle_receiving(now - self.idle):
+            delivered += self._move(transfer, Step.IDLE, TransferState.DELIVERED, SYSTEM_REQUESTER, "", "")
+        return delivered
+
+    def _move(self, transfer: Transfer, step: Step, next_state: TransferState, requester: Requester, org: str,
+              reason: str) -> bool:
+        studies = tuple(study.study_uid for study in self.table.studies(transfer.id))
+        with self.table.database.write() as connection:
+            event = TransferEvent(transfer_id=transfer.id, state=next_state.value, actor=requester.principal.actor,
+                                  org=org, at=utcnow(), detail=reason or step.value)
+            moved = self.table.move(connection, transfer.id, transfer.state, next_state.value, event,
+                                    reason if step is Step.REJECT else None)
+            if not moved:
+                return False
+            if next_state is TransferState.DELIVERED and self.notify:
+                self.notify(connection, "transfer.delivered", transfer)
+            action = AUDITED_AS.get(step)
+            if action is not None:
+                self.audit.write(connection, [AuditEvent.for_request(
+                    requester, action, org=org or transfer.destination, patients=(transfer.patient_id,),
+                    studies=studies, transfer=transfer.id, outcome=Outcome.SUCCESS, detail=reason or step.value)])
+        return True
+
+
+def _past(step: Step) -> str:
+    return {Step.COMPLETE: "completed", Step.IDLE: "delivered", Step.VIEW: "viewed", Step.IMPORT: "imported",
+            Step.REJECT: "rejected", Step.EXPIRE: "expired"}[step]
+
