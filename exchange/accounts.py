@@ -48,6 +48,9 @@ class LocalAccounts:
         if not self.table.revoke(username, org):
             raise UnknownCredential(f"'{username}' is not a member of {org}")
 
+    def organisations_of(self, username: str) -> list[str]:
+        return sorted(self.table.memberships(username))
+
     def members(self, org: str) -> list[tuple[str, Role]]:
         return [(username, Role(role)) for username, role in self.table.members(org)]
 

@@ -76,6 +76,7 @@ ROUTE_POLICIES: dict[str, dict[str, Policy]] = {
     "/api/orgs/{org}/inbox": {"GET": SEARCH},
     "/api/orgs/{org}/outbox": {"GET": SEARCH},
     "/api/orgs/{org}/transfers/{transfer}": {"GET": SEARCH},
+    "/api/orgs/{org}/transfers/{transfer}/reports": {"GET": RETRIEVE},
     "/api/orgs/{org}/transfers/{transfer}/complete": {"POST": SEND},
     "/api/orgs/{org}/transfers/{transfer}/viewed": {"POST": RETRIEVE},
     "/api/orgs/{org}/transfers/{transfer}/reject": {"POST": SEND},
@@ -148,10 +149,11 @@ class AccessAudit:
         self._seen: OrderedDict[str, None] = OrderedDict()
 
     def authenticated(self, requester: Requester, org: str | None, credential: str) -> None:
-        if credential in self._seen:
-            self._seen.move_to_end(credential)
+        seen = f"{credential} {org}"  # once per credential and organisation acted for
+        if seen in self._seen:
+            self._seen.move_to_end(seen)
             return
-        self._seen[credential] = None
+        self._seen[seen] = None
         if len(self._seen) > self.remembered:
             self._seen.popitem(last=False)
         principal = requester.principal

@@ -153,7 +153,8 @@ def _serve(args: argparse.Namespace) -> int:
     tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)} if settings.tls_cert else {}
     # uvicorn's TLS context is Python's PROTOCOL_TLS_SERVER: TLS 1.2 at least (Python >= 3.10).
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, loop="uvloop", http="httptools", timeout_keep_alive=30, **tls)
+                access_log=False, loop="uvloop", http="httptools", timeout_keep_alive=30,
+                timeout_graceful_shutdown=10, **tls)  # a TLS peer that never closes must not hold a stop
     return 0
 
 

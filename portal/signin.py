@@ -26,7 +26,8 @@ SIGN_IN_STATE_COOKIE = "oix_sign_in"  # binds an OIDC sign-in to the browser tha
 
 def _next_url(value: str | None) -> str:
     """Only a path on this server: never an open redirect (OWASP unvalidated redirects)."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value \
+            and all(ord(character) > 0x20 for character in value):
         return value
     return "/api/me"
 
@@ -59,7 +60,9 @@ async def sign_in_with_password(request: Request) -> Response:
     try:
         principal = await run_in_threadpool(portal.accounts.sign_in, username, str(form.get("password", "")))
     except AuthenticationFailed as exc:
-        portal.audit.record(_refused(requester, exc.reason, f"password sign-in as '{username}'"))
+        orgs = await run_in_threadpool(portal.accounts.organisations_of, username)
+        for org in orgs or [None]:  # the admins of the account's organisations see attempts on it
+            portal.audit.record(_refused(requester, exc.reason, f"password sign-in as '{username}'", org))
         return _form_page(request, 401, "The username or password is not right.")
     return await _open_session(request, principal, "password", _next_url(str(form.get("next", ""))))
 
@@ -113,8 +116,9 @@ async def sign_out(request: Request) -> Response:
     portal = portal_of(request)
     token = request.cookies.get(SESSION_COOKIE, "")
     await run_in_threadpool(portal.sessions.close, token)
-    portal.audit.record(AuditEvent.for_request(requester_of(request), AuditAction.LOGOUT, org=None,
-                                               detail="portal sign-out"))
+    requester = requester_of(request)
+    for org in sorted(requester.principal.memberships) or [None]:
+        portal.audit.record(AuditEvent.for_request(requester, AuditAction.LOGOUT, org=org, detail="portal sign-out"))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
@@ -123,8 +127,10 @@ async def sign_out(request: Request) -> Response:
 async def _open_session(request: Request, principal, method: str, next_url: str) -> Response:
     portal = portal_of(request)
     session = await run_in_threadpool(portal.sessions.open, principal)
-    portal.audit.record(AuditEvent.for_request(requester_from(request, principal), AuditAction.AUTHENTICATE,
-                                               org=None, detail=f"portal sign-in ({method})"))
+    requester = requester_from(request, principal)
+    for org in sorted(principal.memberships) or [None]:  # each organisation's admins see it
+        portal.audit.record(AuditEvent.for_request(requester, AuditAction.AUTHENTICATE, org=org,
+                                                   detail=f"portal sign-in ({method})"))
     response = RedirectResponse(next_url, status_code=303)
     response.set_cookie(SESSION_COOKIE, session.token, httponly=True, samesite="lax", secure=portal.secure_cookies,
                         path="/", max_age=int(portal.sessions.lifetime.total_seconds()))
@@ -132,8 +138,8 @@ async def _open_session(request: Request, principal, method: str, next_url: str)
     return response
 
 
-def _refused(requester, reason: str, detail: str = "portal sign-in") -> AuditEvent:
-    return AuditEvent.for_request(requester, AuditAction.AUTHENTICATE, org=None, outcome=Outcome.MINOR_FAILURE,
+def _refused(requester, reason: str, detail: str = "portal sign-in", org: str | None = None) -> AuditEvent:
+    return AuditEvent.for_request(requester, AuditAction.AUTHENTICATE, org=org, outcome=Outcome.MINOR_FAILURE,
                                   outcome_description=reason, detail=detail)
 
 

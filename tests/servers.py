@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -160,7 +161,8 @@ def start_server(data_dir: Path, *, backend: str = "sqlite", database_url: str |
 
 def wait_until_healthy(server: OixServer, timeout: float = START_TIMEOUT_SECONDS) -> None:
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0, verify=server.tls_ca or True) as client:
+    verify = ssl.create_default_context(cafile=server.tls_ca) if server.tls_ca else True
+    with httpx.Client(timeout=2.0, verify=verify) as client:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
                 raise ServerStartError(f"oix serve exited with {server.process.returncode}:\n{server.log_tail()}")
