@@ -26,7 +26,7 @@ def describe(transfer: Transfer) -> dict:
         "id": transfer.id, "sender": transfer.sender, "destination": transfer.destination,
         "urgency": transfer.urgency, "note": transfer.note, "intended_recipient": transfer.intended_recipient,
         "patient_id": transfer.patient_id, "patient_name": transfer.patient_name, "state": transfer.state,
-        "via": transfer.via, "reason": transfer.reason, "created_by": transfer.created_by,
+        "via": transfer.via, "has_report": transfer.has_report, "reason": transfer.reason, "created_by": transfer.created_by,
         "created_at": _time(transfer.created_at), "updated_at": _time(transfer.updated_at),
     }
 
@@ -84,6 +84,15 @@ async def one_transfer(request: Request) -> Response:
     return json_response(describe_view(view))
 
 
+async def transfer_reports(request: Request) -> Response:
+    """The text of the reports a transfer carries, to copy into a RIS."""
+    texts = await run_in_threadpool(request.app.state.transfers.report_texts, request.path_params["org"],
+                                    request.path_params["transfer"])
+    return json_response({"reports": [
+        {"sop_instance_uid": text.sop_instance_uid, "sop_class_uid": text.sop_class_uid, "title": text.title,
+         "text": text.text, "text_extracted": text.text_extracted} for text in texts]})
+
+
 def _step(step: Step):
     async def take(request: Request) -> Response:
         body = await json_body(request)
@@ -133,6 +142,7 @@ ROUTES = [
     Route("/orgs/{org}/inbox", inbox, methods=["GET"]),
     Route("/orgs/{org}/outbox", outbox, methods=["GET"]),
     Route("/orgs/{org}/transfers/{transfer}", one_transfer, methods=["GET"]),
+    Route("/orgs/{org}/transfers/{transfer}/reports", transfer_reports, methods=["GET"]),
     Route("/orgs/{org}/transfers/{transfer}/complete", _step(Step.COMPLETE), methods=["POST"]),
     Route("/orgs/{org}/transfers/{transfer}/viewed", _step(Step.VIEW), methods=["POST"]),
     Route("/orgs/{org}/transfers/{transfer}/reject", _step(Step.REJECT), methods=["POST"]),

@@ -18,6 +18,10 @@ from storage.instances import AddOutcome, Held, InstanceIndex, InstanceRecord, Q
 from storage.query import MatchKind, Query, QueryLevel
 
 
+# Told of every store, in its transaction: (connection, org, records, outcomes, requester).
+StoreListener = Callable[[Connection, str, list[InstanceRecord], list[AddOutcome], Requester], None]
+
+
 @dataclass
 class Incoming:
     """One received object ready to keep: its spooled bytes and its index record."""
@@ -36,6 +40,12 @@ class Archive:
         self.index = index
         self.blobs = blobs
         self.audit = audit
+        self.listeners: list[StoreListener] = []
+
+    def on_store(self, listener: StoreListener) -> None:
+        """Call `listener` in the transaction of every store an organisation makes into its own
+        holdings (the exchange routes report replies so)."""
+        self.listeners.append(listener)
 
     def require_organisation(self, org: str) -> None:
         self.directory.require(org)
@@ -43,12 +53,14 @@ class Archive:
     # -- store --------------------------------------------------------------------------------
 
     def store(self, org: str, incoming: list[Incoming], requester: Requester, refused: list[str] = (),
-              also: Callable[[Connection, list[InstanceRecord], list[AddOutcome]], None] | None = None
-              ) -> list[AddOutcome]:
+              also: Callable[[Connection, list[InstanceRecord], list[AddOutcome]], None] | None = None,
+              by_holder: bool = True) -> list[AddOutcome]:
         """Keep `incoming` for `org`: blobs durable first, then one index transaction with their
         audit events (DESIGN invariants 1 and 5). `refused` describes the objects of the same
         request that failed their checks; `also` writes more rows in the same transaction (a
-        transfer the objects open or extend). Returns an outcome per object, in order."""
+        transfer the objects open or extend). `by_holder` is False when another organisation
+        stores into `org` (an outbox): the store listeners are not told. Returns an outcome per
+        object, in order."""
         if not incoming:
             if refused:
                 self.audit.record(_refused_store(requester, org, refused))
@@ -63,6 +75,8 @@ class Archive:
                 events.append(_refused_store(requester, org, [*refused, *conflicts]))
             if also is not None:
                 also(connection, records, outcomes)
+            for listener in self.listeners if by_holder else ():
+                listener(connection, org, records, outcomes, requester)
             self.audit.write(connection, events)  # last: it holds the audit chain until the commit
 
         with self.blobs.placing():

@@ -16,6 +16,7 @@ from exchange.archive import Archive, Incoming
 from exchange.audit import AuditAction, AuditEvent, AuditTrail, Outcome
 from exchange.errors import InvalidTransferRequest, NotHeld, TransferStepRefused, UnknownTransfer
 from exchange.organisations import OrganisationDirectory
+from exchange.reports import ReportText, is_report, report_text
 from storage.instances import AddOutcome, InstanceRecord
 from storage.tables import Transfer, TransferEvent, TransferStudy, utcnow
 from storage.transfers import TransferFilter, TransferTable
@@ -116,12 +117,14 @@ class Transfers:
                 for record in stored:
                     counts[record.study_uid] = counts.get(record.study_uid, 0) + 1
                 self.table.add_studies(connection, transfer.id, counts, now)
+                if any(is_report(record.sop_class_uid) for record in stored):
+                    self.table.mark_report(connection, transfer.id)
                 events.append(AuditEvent.for_request(
                     requester, AuditAction.SEND, org=sender, patients=(patient_id,), studies=tuple(counts),
                     transfer=transfer.id, detail=f"{len(stored)} instance(s) to {destination}"))
             self.audit.write(connection, events)
 
-        return self.archive.store(destination, incoming, requester, refused, also=open_or_extend)
+        return self.archive.store(destination, incoming, requester, refused, also=open_or_extend, by_holder=False)
 
     def send_held(self, sender: str, destination: str, study_uids: list[str], requester: Requester,
                   urgency: Urgency = Urgency.ROUTINE, note: str = "", intended_recipient: str = "") -> TransferView:
@@ -155,6 +158,42 @@ class Transfers:
 
         self.archive.share(sender, destination, study_uids, requester, record_transfer)
         return self.view(sender, created[0].id)
+
+    def return_reports(self, connection: Connection, org: str, records: list[InstanceRecord],
+                       outcomes: list[AddOutcome], requester: Requester) -> None:
+        """A report the receiver stores into a study that came in a transfer goes back to the
+        sender as a reply on that transfer (in the store's transaction)."""
+        reports = [record for record, outcome in zip(records, outcomes)
+                   if outcome is AddOutcome.STORED and is_report(record.sop_class_uid)]
+        if not reports:
+            return
+        now = utcnow()
+        for transfer in self.table.received_with(connection, org, sorted({r.study_uid for r in reports})):
+            replies = [r for r in reports if r.study_uid in self.table.study_uids(connection, transfer.id)]
+            if not replies:
+                continue
+            self.archive.index.copy_rows(connection, org, transfer.sender, sorted({r.study_uid for r in replies}),
+                                         [r.sop_instance_uid for r in replies])
+            self.table.log(connection, TransferEvent(
+                transfer_id=transfer.id, state=transfer.state, actor=requester.principal.actor, org=org, at=now,
+                detail=f"report returned to {transfer.sender} ({len(replies)} object(s))"))
+            self.audit.write(connection, [AuditEvent.for_request(
+                requester, AuditAction.SEND, org=org, patients=(transfer.patient_id,),
+                studies=tuple(sorted({r.study_uid for r in replies})), transfer=transfer.id,
+                detail=f"report returned to {transfer.sender}")])
+
+    def report_texts(self, org: str, transfer_id: str) -> list[ReportText]:
+        """The text of every report the organisation holds in the transfer's studies, for a RIS."""
+        view = self.view(org, transfer_id)
+        texts = []
+        for study in view.studies:
+            for held in self.archive.index.held(org, study.study_uid):
+                if is_report(held.sop_class_uid):
+                    with self.archive.open_blob(held.blob_key) as handle:
+                        text = report_text(handle)
+                    if text is not None:
+                        texts.append(text)
+        return texts
 
     def _open(self, connection: Connection, sender: str, destination: str, patient_id: str, patient_name: str,
               urgency: Urgency, note: str, state: TransferState, via: str, requester: Requester, now: datetime,

@@ -90,6 +90,7 @@ def open_services(settings: Settings) -> Services:
     admin = Administration(directory, accounts, api_keys, audit)
     transfers = Transfers(TransferTable(database), archive, directory, audit,
                           idle=timedelta(seconds=settings.transfer_idle_seconds))
+    archive.on_store(transfers.return_reports)
     return Services(database, directory, archive, audit, accounts, api_keys,
                     PortalSessions(SessionTable(database)), admin, transfers)
 

@@ -322,22 +322,33 @@ class InstanceIndex:
         immutable: nothing is copied but rows); what `target` already holds is left as it is.
         `also` writes more rows in the same transaction, given how many instances were added."""
         with self.database.write() as connection:
-            added = 0
-            for table in (STUDY, SERIES, INSTANCE):
-                columns = [column for column in table.columns if column.name != "id"]
-                chosen = select(*[literal(target).label("org") if column.name == "org" else column
-                                  for column in columns]).where(table.c.org == source,
-                                                                table.c.study_uid.in_(study_uids))
-                keys = {"study": ["org", "study_uid"], "series": ["org", "study_uid", "series_uid"],
-                        "instance": ["org", "sop_instance_uid"]}[table.name]
-                result = connection.execute(_insert(connection, table)
-                                            .from_select([column.name for column in columns], chosen)
-                                            .on_conflict_do_nothing(index_elements=keys))
-                if table is INSTANCE:
-                    added = result.rowcount
+            added = self.copy_rows(connection, source, target, study_uids)
             if also is not None:
                 also(connection, added)
             return added
+
+    def copy_rows(self, connection: Connection, source: str, target: str, study_uids: Sequence[str],
+                  sop_instance_uids: Sequence[str] | None = None) -> int:
+        """In the caller's transaction: hold `source`'s rows of these studies (or only these
+        instances of them) for `target` too. Returns the instances added."""
+        added = 0
+        for table in (STUDY, SERIES, INSTANCE):
+            columns = [column for column in table.columns if column.name != "id"]
+            chosen = select(*[literal(target).label("org") if column.name == "org" else column
+                              for column in columns]).where(table.c.org == source, table.c.study_uid.in_(study_uids))
+            if table is INSTANCE and sop_instance_uids is not None:
+                chosen = chosen.where(INSTANCE.c.sop_instance_uid.in_(sop_instance_uids))
+            elif table is SERIES and sop_instance_uids is not None:  # only the series they are in
+                chosen = chosen.where(SERIES.c.series_uid.in_(select(INSTANCE.c.series_uid).where(
+                    INSTANCE.c.org == source, INSTANCE.c.sop_instance_uid.in_(sop_instance_uids))))
+            keys = {"study": ["org", "study_uid"], "series": ["org", "study_uid", "series_uid"],
+                    "instance": ["org", "sop_instance_uid"]}[table.name]
+            result = connection.execute(_insert(connection, table)
+                                        .from_select([column.name for column in columns], chosen)
+                                        .on_conflict_do_nothing(index_elements=keys))
+            if table is INSTANCE:
+                added = result.rowcount
+        return added
 
     def patient_names(self, org: str, study_uids: Iterable[str]) -> dict[str, str]:
         study_uids = list(study_uids)

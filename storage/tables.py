@@ -246,6 +246,7 @@ class Transfer(SQLModel, table=True):
     patient_name: str = ""
     state: str = Field(max_length=16)
     via: str = Field(max_length=16)  # outbox (a STOW stream) or holdings (studies already held)
+    has_report: bool = False  # a report (Encapsulated PDF or SR) travels with it
     reason: str = ""  # why it was rejected
     created_by: str = ""
     created_at: datetime = Field(default_factory=utcnow)

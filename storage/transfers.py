@@ -58,6 +58,24 @@ class TransferTable:
                                                                   instances=count))
         connection.execute(update(TRANSFER).where(TRANSFER.c.id == transfer_id).values(updated_at=now))
 
+    def mark_report(self, connection: Connection, transfer_id: str) -> None:
+        connection.execute(update(TRANSFER).where(TRANSFER.c.id == transfer_id).values(has_report=True))
+
+    def received_with(self, connection: Connection, destination: str, study_uids: list[str]) -> list[Transfer]:
+        """The transfers that brought these studies to `destination`, newest first."""
+        rows = connection.execute(select(TRANSFER).join(TRANSFER_STUDY, TRANSFER_STUDY.c.transfer_id == TRANSFER.c.id)
+                                  .where(TRANSFER.c.destination == destination,
+                                         TRANSFER_STUDY.c.study_uid.in_(study_uids))
+                                  .order_by(TRANSFER.c.created_at.desc())).mappings().all()
+        seen: dict[str, Transfer] = {}
+        for row in rows:
+            seen.setdefault(row["id"], Transfer(**row))
+        return list(seen.values())
+
+    def study_uids(self, connection: Connection, transfer_id: str) -> set[str]:
+        return set(connection.execute(select(TRANSFER_STUDY.c.study_uid)
+                                      .where(TRANSFER_STUDY.c.transfer_id == transfer_id)).scalars())
+
     def move(self, connection: Connection, transfer_id: str, from_state: str, to_state: str, event: TransferEvent,
              reason: str | None = None) -> bool:
         """Change state if it is still `from_state` (a concurrent change wins otherwise)."""

@@ -8,6 +8,7 @@ import io
 import secrets
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
 import httpx
 import pydicom
@@ -16,7 +17,9 @@ from dicomweb_client import DICOMwebClient
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
+from exchange.reports import basic_text_sr, encapsulated_pdf
 from tests.dicomweb_requests import stow
+from tests.pdf_documents import minimal_pdf
 from tests.servers import OixServer, new_org_slug, start_server, stop_server
 
 IDLE_SECONDS = 1.5
@@ -236,3 +239,34 @@ def test_a_send_is_audited_for_the_sender_and_a_store_for_the_receiver(parties):
     transfer_id = tertiary.inbox()[0]["id"]
     assert events(district) == [("send", transfer_id)]
     assert events(tertiary) == [("store", None)]
+
+
+def test_a_pdf_report_travels_in_the_study_and_its_text_is_given_for_a_ris(parties):
+    """issue The exchange, Reports: an Encapsulated PDF (PS3.3 A.45.1) sent with the images."""
+    district, tertiary, _ = parties
+    study = generate_uid()
+    images = [instance("P-REP", study), instance("P-REP", study)]
+    report = encapsulated_pdf(minimal_pdf("CT head: no acute abnormality."), pydicom.dcmread(io.BytesIO(images[0])),
+                              title="Outside report", author="Dr A Sender", when=datetime.now(timezone.utc))
+    response = stow(district.http, f"/dicomweb/{district.slug}/outbox/{tertiary.slug}/emergency", [*images, report])
+    assert response.status_code == 200, response.text
+    transfer = tertiary.inbox()[0]
+    assert transfer["has_report"] is True
+    reports = tertiary.http.get(f"/api/orgs/{tertiary.slug}/transfers/{transfer['id']}/reports").json()["reports"]
+    assert [r["title"] for r in reports] == ["Outside report"]
+    assert "no acute abnormality" in reports[0]["text"]
+
+
+def test_a_report_the_receiver_stores_into_a_received_study_goes_back_to_the_sender(parties):
+    """issue The exchange, Reports: report return, as a reply on the transfer."""
+    district, tertiary, _ = parties
+    study = generate_uid()
+    image = instance("P-RET", study)
+    stow(district.http, f"/dicomweb/{district.slug}/outbox/{tertiary.slug}", [image])
+    transfer_id = tertiary.inbox()[0]["id"]
+    reply = basic_text_sr("No fracture. Follow up in clinic.", pydicom.dcmread(io.BytesIO(image)),
+                          title="Teleradiology report", author="Dr B Reader", when=datetime.now(timezone.utc))
+    assert stow(tertiary.http, f"/dicomweb/{tertiary.slug}", [reply]).status_code == 200
+    returned = district.http.get(f"/dicomweb/{district.slug}/studies/{study}/instances").json()
+    assert [item["00080016"]["Value"][0] for item in returned] == ["1.2.840.10008.5.1.4.1.1.88.11"]
+    assert "report returned" in district.transfer(transfer_id).json()["history"][-1]["detail"]
