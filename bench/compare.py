@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 
 from bench.metrics import Metric, problems
@@ -61,6 +61,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the servers' data directories and logs"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the targets this many times, every other round in reverse order, and report "
+        "each figure's mean: the target run first or second gains nothing by it",
+    )
     arguments = parser.parse_args(argv)
     unknown = set(arguments.targets.split(",")) - set(TARGETS)
     if unknown and not arguments.root:
@@ -101,8 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     if "orthanc" in targets:
         record["orthanc_packages"] = installed_versions()
-    metrics_by_target: dict[str, list[Metric]] = {}
-    for name, start_server in targets.items():
+    rounds: dict[str, list[list[Metric]]] = {}
+    order = list(targets.items())
+    schedule = [entry for number in range(max(1, arguments.rounds))
+                for entry in (order if number % 2 == 0 else order[::-1])]
+    for name, start_server in schedule:
+        # What the previous target wrote (and its data directory's removal) is flushed first, so
+        # that no target's fsyncs wait behind another's writeback.
+        os.sync()
         target_started = time.perf_counter()
         log.info("== %s", name)
         try:
@@ -117,14 +130,16 @@ def main(argv: list[str] | None = None) -> int:
             log.error("%s failed: %s", name, error)
             record["targets"][name] = {"error": f"{error}", "traceback": traceback.format_exc()}
             continue
-        metrics_by_target[name] = metrics
+        rounds.setdefault(name, []).append(metrics)
         details["wall_seconds"] = time.perf_counter() - target_started
-        record["targets"][name] = {
-            "metrics": [asdict(metric) for metric in metrics],
-            "details": details,
-        }
+        result = record["targets"].setdefault(name, {"rounds": []})
+        result["rounds"].append({"metrics": [asdict(metric) for metric in metrics], "details": details})
+        result["details"] = details
         log.info("%s done in %.0f s", name, details["wall_seconds"])
 
+    metrics_by_target = {name: mean_metrics(runs) for name, runs in rounds.items()}
+    for name, metrics in metrics_by_target.items():
+        record["targets"][name]["metrics"] = [asdict(metric) for metric in metrics]
     record["wall_seconds"] = time.perf_counter() - started
     print()
     print(f"DICOMweb benchmark, {scale.name} scale, {os.cpu_count()} CPUs, {stamp}")
@@ -142,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     path = write_results(record, stamp)
     print(f"\nresults: {path}")
     return 0 if clean else 1
+
+
+def mean_metrics(runs: list[list[Metric]]) -> list[Metric]:
+    """Each figure's mean over the rounds a target ran."""
+    return [replace(first, value=sum(run[index].value for run in runs) / len(runs))
+            for index, first in enumerate(runs[0])]
 
 
 if __name__ == "__main__":

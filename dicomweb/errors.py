@@ -20,6 +20,7 @@ from exchange.errors import (
     UnknownCredential,
     UnknownOrganisation,
     UnknownTransfer,
+    UnknownWebhook,
 )
 
 
@@ -77,6 +78,7 @@ STATUS_OF_EXCHANGE_ERROR: dict[type[ExchangeError], int] = {
     InvalidCredentialRequest: 400,
     UnknownCredential: 404,
     UnknownTransfer: 404,
+    UnknownWebhook: 404,
     TransferStepRefused: 409,
 }
 

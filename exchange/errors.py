@@ -56,3 +56,9 @@ class TransferStepRefused(ExchangeError):
 
 class InvalidTransferRequest(ExchangeError):
     pass
+
+
+class UnknownWebhook(ExchangeError):
+    def __init__(self, org: str, webhook_id: int):
+        super().__init__(f"organisation '{org}' has no webhook {webhook_id}")
+        self.webhook_id = webhook_id

@@ -23,6 +23,7 @@ from api.audit import ROUTES as AUDIT_ROUTES
 from api.directory import ROUTES as DIRECTORY_ROUTES
 from api.outbox import outbox_mount
 from api.transfers import ROUTES as TRANSFER_ROUTES
+from api.webhooks import ROUTES as WEBHOOK_ROUTES
 from api.context import ApiContext
 from api.keys import ROUTES as KEY_ROUTES
 from api.me import ROUTES as ME_ROUTES
@@ -38,7 +39,9 @@ from exchange.archive import Archive
 from exchange.audit import AuditTrail
 from exchange.organisations import OrganisationDirectory
 from exchange.sessions import PortalSessions
+from exchange.jobs import JobRunner
 from exchange.transfers import Transfers
+from exchange.webhooks import Webhooks
 from oix.access import AccessAudit, AccessGate, guard_routes
 from oix.authentication import Authenticator
 from oix.observability import Metrics, RequestLogMiddleware
@@ -50,7 +53,9 @@ from portal.signin import ROUTES as SIGN_IN_ROUTES
 from storage.at_rest import open_data_dir
 from storage.blobs import FileBlobStore
 from storage.credentials import AccountTable, ApiKeyTable, SessionTable
+from storage.jobs import JobQueue
 from storage.transfers import TransferTable
+from storage.webhooks import WebhookTable
 from storage.database import Database, database_url, sqlite_file
 from storage.instances import InstanceIndex
 from storage.keyring import Keyring
@@ -68,8 +73,11 @@ class Services:
     sessions: PortalSessions
     admin: Administration
     transfers: Transfers
+    webhooks: Webhooks
+    webhook_runner: JobRunner  # started by `oix serve` only, not by the CLI
 
     def close(self) -> None:
+        self.webhook_runner.stop()
         self.audit.stop()  # writes what is still buffered
         self.database.dispose()
 
@@ -88,17 +96,34 @@ def open_services(settings: Settings) -> Services:
     accounts = LocalAccounts(AccountTable(database), directory)
     api_keys = ApiKeys(ApiKeyTable(database), directory)
     admin = Administration(directory, accounts, api_keys, audit)
+    queue = JobQueue(database)
+    webhooks = Webhooks(WebhookTable(database), queue, audit, timeout=settings.webhook_timeout_seconds)
+    # Webhooks have a runner of their own: no backlog of other work holds up an emergency.
+    webhook_runner = JobRunner(queue, webhooks.handlers, name="oix-webhooks")
     transfers = Transfers(TransferTable(database), archive, directory, audit,
-                          idle=timedelta(seconds=settings.transfer_idle_seconds))
+                          idle=timedelta(seconds=settings.transfer_idle_seconds), notify=_notifier(webhooks))
     archive.on_store(transfers.return_reports)
     return Services(database, directory, archive, audit, accounts, api_keys,
-                    PortalSessions(SessionTable(database)), admin, transfers)
+                    PortalSessions(SessionTable(database)), admin, transfers, webhooks, webhook_runner)
+
+
+def _notifier(webhooks: Webhooks):
+    """What a transfer's destination is told: what happened and where to look, never patient data."""
+
+    def notify(connection, event: str, transfer) -> None:
+        webhooks.notify(transfer.destination, event, {
+            "transfer": transfer.id, "sender": transfer.sender,
+            "destination": transfer.destination, "urgency": transfer.urgency,
+            "url": f"/api/orgs/{transfer.destination}/transfers/{transfer.id}"}, connection=connection)
+
+    return notify
 
 
 def _lifespan(services: Services, parser_pool: ParserPool | None, http_client: httpx.AsyncClient):
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         services.audit.start()
+        services.webhook_runner.start()
         if parser_pool is not None:
             await run_in_threadpool(parser_pool.start)
         delivery = asyncio.create_task(_deliver_idle_transfers(services.transfers))
@@ -141,7 +166,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
                                   sessions=services.sessions, oidc=oidc)
     routes = [Route("/healthz", healthz), Route("/metrics", prometheus), *CONFORMANCE_ROUTES,
               *SIGN_IN_ROUTES,
-              Mount("/api", routes=[*ME_ROUTES, *DIRECTORY_ROUTES, *KEY_ROUTES, *AUDIT_ROUTES, *TRANSFER_ROUTES]),
+              Mount("/api", routes=[*ME_ROUTES, *DIRECTORY_ROUTES, *KEY_ROUTES, *AUDIT_ROUTES, *TRANSFER_ROUTES,
+                                    *WEBHOOK_ROUTES]),
               outbox_mount(), service_root_mount()]
     guard_routes(routes, AccessGate(authenticator, AccessAudit(services.audit)))
 

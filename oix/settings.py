@@ -33,6 +33,7 @@ class Settings:
     audit_enabled: bool = True  # off only for a demo (benchmarks measure its cost)
     audit_retention_days: int = SEVEN_YEARS_DAYS
     transfer_idle_seconds: float = 300.0  # an outbox stream quiet this long is delivered
+    webhook_timeout_seconds: float = 10.0  # one delivery attempt; then it is retried with backoff
     # Encryption at rest, off unless a key is given: a key file (`oix keys generate`) and/or one
     # base64 key in the environment (storage/keyring.py).
     encryption_key_file: Path | None = None
@@ -53,6 +54,8 @@ class Settings:
         values["auth_required"] = env.get("OIX_AUTH", "required").lower() != "off"
         values["demo"] = env.get("OIX_DEMO", "").lower() in ("1", "true", "yes")
         values["audit_enabled"] = env.get("OIX_AUDIT", "on").lower() != "off"
+        if env.get("OIX_WEBHOOK_TIMEOUT"):
+            values["webhook_timeout_seconds"] = float(env["OIX_WEBHOOK_TIMEOUT"])
         if env.get("OIX_TRANSFER_IDLE_SECONDS"):
             values["transfer_idle_seconds"] = float(env["OIX_TRANSFER_IDLE_SECONDS"])
         if env.get("OIX_AUDIT_RETENTION_DAYS"):

@@ -27,22 +27,10 @@ from exchange.audit import (
 )
 from storage.audit_log import ANCHOR, ENTRY, GENESIS, HEAD, OBJECT, AuditQuery, ProblemKind, entry_hash
 from storage.tables import Organisation
-from tests.exchange.audit_support import BACKENDS, NOW, index_database, open_database, store_event
+from tests.exchange.audit_support import NOW, open_database, store_event
 
 DAY = timedelta(days=1)
 WIDE = (NOW - 400 * DAY, NOW + 400 * DAY)  # a period holding every test event
-
-
-@pytest.fixture(params=BACKENDS)
-def url(request, tmp_path):
-    with index_database(request.param, tmp_path / "data") as found:
-        yield found
-
-
-@pytest.fixture
-def database(url):
-    with open_database(url) as opened:
-        yield opened
 
 
 @pytest.fixture
@@ -294,11 +282,11 @@ def test_a_disabled_trail_records_nothing(database):
     assert disabled.flush() == 0 and disabled.verify().checked == 0
 
 
-def test_concurrent_writers_keep_one_unbroken_chain(url):
+def test_concurrent_writers_keep_one_unbroken_chain(index_url):
     """Two Database objects on one index stand for two server processes (on PostgreSQL they
     serialise on an advisory lock, on SQLite on its write lock), each with writer threads
     both flushing buffered events and writing inside their own transactions."""
-    with open_database(url) as first, open_database(url) as second:
+    with open_database(index_url) as first, open_database(index_url) as second:
         trails = [(AuditTrail(first), first), (AuditTrail(second), second)]
         failures = []
 

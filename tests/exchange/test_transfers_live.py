@@ -5,6 +5,7 @@ from a third organisation, and clear errors that lose nothing."""
 from __future__ import annotations
 
 import io
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -18,17 +19,21 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from exchange.reports import basic_text_sr, encapsulated_pdf
+from exchange.webhooks import verify_signature
 from tests.dicomweb_requests import stow
+from tests.exchange.webhook_receiver import Answer, receiver
 from tests.pdf_documents import minimal_pdf
 from tests.servers import OixServer, new_org_slug, start_server, stop_server
 
 IDLE_SECONDS = 1.5
+WEBHOOK_TIMEOUT_SECONDS = 1.0
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[OixServer]:
     running = start_server(tmp_path_factory.mktemp("transfers") / "data", auth=True,
-                           env={"OIX_TRANSFER_IDLE_SECONDS": str(IDLE_SECONDS)})
+                           env={"OIX_TRANSFER_IDLE_SECONDS": str(IDLE_SECONDS),
+                                "OIX_WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT_SECONDS)})
     try:
         yield running
     finally:
@@ -270,3 +275,62 @@ def test_a_report_the_receiver_stores_into_a_received_study_goes_back_to_the_sen
     returned = district.http.get(f"/dicomweb/{district.slug}/studies/{study}/instances").json()
     assert [item["00080016"]["Value"][0] for item in returned] == ["1.2.840.10008.5.1.4.1.1.88.11"]
     assert "report returned" in district.transfer(transfer_id).json()["history"][-1]["detail"]
+
+
+def test_an_emergency_calls_the_destinations_webhook_at_once_and_delivery_calls_it_again(parties):
+    """issue The exchange: a signed JSON POST on an emergency, and another on delivery."""
+    district, tertiary, _ = parties
+    with receiver() as listening:
+        added = tertiary.http.post(f"/api/orgs/{tertiary.slug}/webhooks", json={"url": listening.url},
+                                   headers={"Authorization": f"Bearer {tertiary.admin}"})
+        assert added.status_code == 201, added.text
+        secret = added.json()["secret"]
+        stow(district.http, f"/dicomweb/{district.slug}/outbox/{tertiary.slug}/emergency",
+             [instance("P-HOOK", generate_uid())])
+        emergency = listening.wait_for(1, timeout=30)[0]
+        body = json.loads(emergency.body)["data"]
+        transfer_id = tertiary.inbox()[0]["id"]
+        assert (emergency.headers["x-oix-event"], body["transfer"], body["urgency"]) == \
+            ("transfer.emergency", transfer_id, "emergency")
+        verify_signature(secret, emergency.headers["x-oix-signature"], emergency.body, datetime.now(timezone.utc))
+        assert "P-HOOK" not in emergency.body.decode()  # no patient data leaves in a notification
+        district.step(transfer_id, "complete")
+        delivered = listening.wait_for(2, timeout=30)[1]
+        assert delivered.headers["x-oix-event"] == "transfer.delivered"
+
+
+def test_a_webhook_that_times_out_is_retried_and_nothing_is_lost(server, parties):
+    """issue The exchange, bad input: the transfer goes on; the delivery waits for its retry."""
+    district, tertiary, _ = parties
+    with receiver(Answer(delay=WEBHOOK_TIMEOUT_SECONDS + 1)) as slow:
+        tertiary.http.post(f"/api/orgs/{tertiary.slug}/webhooks", json={"url": slow.url},
+                           headers={"Authorization": f"Bearer {tertiary.admin}"})
+        response = stow(district.http, f"/dicomweb/{district.slug}/outbox/{tertiary.slug}/emergency",
+                        [instance("P-SLOW", generate_uid())])
+        assert response.status_code == 200
+        slow.wait_for(1, timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            deliveries = tertiary.http.get(f"/api/orgs/{tertiary.slug}/webhooks",
+                                           headers={"Authorization": f"Bearer {tertiary.admin}"}).json()["deliveries"]
+            if deliveries and deliveries[0]["last_error"]:
+                break
+            time.sleep(0.2)
+        assert deliveries[0]["state"] == "queued" and "did not answer" in deliveries[0]["last_error"]
+        assert tertiary.inbox()[0]["state"] == "receiving"  # the transfer is unaffected
+
+
+def test_viewing_and_rejecting_a_transfer_are_audited_for_the_receiver(parties):
+    """PS3.15 A.5.3: view is DICOM Instances Accessed (R), reject is the same event (U)."""
+    district, tertiary, _ = parties
+    study = generate_uid()
+    stow(district.http, f"/dicomweb/{district.slug}/outbox/{tertiary.slug}", [instance("P-VR", study)])
+    transfer_id = tertiary.inbox()[0]["id"]
+    district.step(transfer_id, "complete")
+    viewed = tertiary.step(transfer_id, "viewed")
+    rejected = tertiary.step(transfer_id, "reject", reason="not our patient")
+    found = tertiary.http.get(f"/api/orgs/{tertiary.slug}/audit", params={"study": study},
+                              headers={"Authorization": f"Bearer {tertiary.admin}"}).json()["events"]
+    by_request = {(e["request_id"], e["action"], e["event_action_code"], e["transfer"]) for e in found}
+    assert (viewed.headers["x-request-id"], "view", "R", transfer_id) in by_request
+    assert (rejected.headers["x-request-id"], "reject", "U", transfer_id) in by_request

@@ -47,10 +47,10 @@ def answered_when_allowed(path: str, method: str) -> int:
                                       or path.endswith("/studies")):
             return 404  # retrieve or delete of a study nobody holds
         return 200  # QIDO-RS: an empty match
-    if path.endswith(("/keys", "/transfers")) and method == "POST":
-        return 400  # no role, no studies in the body
-    if path.endswith("/keys/{key_id}") or "/transfers/{transfer}" in path:
-        return 404  # no such key or transfer
+    if path.endswith(("/keys", "/transfers", "/webhooks")) and method == "POST":
+        return 400  # no role, no studies, no URL in the body
+    if path.endswith(("/keys/{key_id}", "/webhooks/{webhook}")) or "/transfers/{transfer}" in path:
+        return 404  # no such key, webhook or transfer
     return 200
 
 
@@ -67,7 +67,8 @@ def least_role(path: str, method: str) -> Role | None | str:
         return "public"
     if path in ("/api/me", "/logout", "/api/orgs"):
         return None  # any signed-in caller
-    if path.endswith(("/keys", "/keys/{key_id}", "/audit")) or method == "DELETE":
+    admin_paths = ("/keys", "/keys/{key_id}", "/audit", "/webhooks", "/webhooks/{webhook}")
+    if path.endswith(admin_paths) or method == "DELETE":
         return Role.ADMIN
     if "/outbox/{dest}/" in path or path.endswith(("/transfers", "/complete", "/reject")):
         return Role.SENDER  # sending, and deciding on a transfer
@@ -89,7 +90,8 @@ def expected(path: str, method: str, caller: str) -> int:
 
 
 def concrete(path: str) -> str:
-    values = {"{org}": HOME, "{dest}": OTHER, "{transfer}": "T0000000000000000", "{study}": f"2.25.{secrets.randbits(96)}", "{series}": f"2.25.{secrets.randbits(96)}",
+    values = {"{org}": HOME, "{dest}": OTHER, "{transfer}": "T0000000000000000", "{webhook}": "999999",
+              "{study}": f"2.25.{secrets.randbits(96)}", "{series}": f"2.25.{secrets.randbits(96)}",
               "{instance}": f"2.25.{secrets.randbits(96)}", "{frames}": "1", "{path:path}": "7FE00010",
               "{key_id}": "0000000000000000"}
     for name, value in values.items():
