@@ -82,6 +82,7 @@ ROUTE_POLICIES: dict[str, dict[str, Policy]] = {
     "/api/orgs/{org}/transfers/{transfer}/complete": {"POST": SEND},
     "/api/orgs/{org}/transfers/{transfer}/viewed": {"POST": RETRIEVE},
     "/api/orgs/{org}/transfers/{transfer}/reject": {"POST": SEND},
+    "/api/orgs/{org}/transfers/{transfer}/import": {"POST": STORE},
     # The outbox service roots: STOW-RS that sends to another organisation
     "/dicomweb/{org}/outbox/{dest}/studies": {"POST": SEND},
     "/dicomweb/{org}/outbox/{dest}/studies/{study}": {"POST": SEND},

@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 
 from api.audit import ROUTES as AUDIT_ROUTES
 from api.directory import ROUTES as DIRECTORY_ROUTES
+from api.imports import ROUTES as IMPORT_ROUTES
 from api.outbox import outbox_mount
 from api.transfers import ROUTES as TRANSFER_ROUTES
 from api.webhooks import ROUTES as WEBHOOK_ROUTES
@@ -39,6 +40,7 @@ from exchange.archive import Archive
 from exchange.audit import AuditTrail
 from exchange.organisations import OrganisationDirectory
 from exchange.sessions import PortalSessions
+from exchange.imports import Imports
 from exchange.jobs import JobRunner
 from exchange.transfers import Transfers
 from exchange.webhooks import Webhooks
@@ -75,6 +77,7 @@ class Services:
     transfers: Transfers
     webhooks: Webhooks
     webhook_runner: JobRunner  # started by `oix serve` only, not by the CLI
+    imports: Imports
 
     def close(self) -> None:
         self.webhook_runner.stop()
@@ -104,7 +107,8 @@ def open_services(settings: Settings) -> Services:
                           idle=timedelta(seconds=settings.transfer_idle_seconds), notify=_notifier(webhooks))
     archive.on_store(transfers.return_reports)
     return Services(database, directory, archive, audit, accounts, api_keys,
-                    PortalSessions(SessionTable(database)), admin, transfers, webhooks, webhook_runner)
+                    PortalSessions(SessionTable(database)), admin, transfers, webhooks, webhook_runner,
+                    Imports(transfers, archive, audit))
 
 
 def _notifier(webhooks: Webhooks):
@@ -167,7 +171,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     routes = [Route("/healthz", healthz), Route("/metrics", prometheus), *CONFORMANCE_ROUTES,
               *SIGN_IN_ROUTES,
               Mount("/api", routes=[*ME_ROUTES, *DIRECTORY_ROUTES, *KEY_ROUTES, *AUDIT_ROUTES, *TRANSFER_ROUTES,
-                                    *WEBHOOK_ROUTES]),
+                                    *IMPORT_ROUTES, *WEBHOOK_ROUTES]),
               outbox_mount(), service_root_mount()]
     guard_routes(routes, AccessGate(authenticator, AccessAudit(services.audit)))
 

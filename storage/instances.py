@@ -16,11 +16,12 @@ from sqlalchemy.sql import ColumnElement
 from storage.database import Database
 from storage.records import InstanceRecord
 from storage.query import MATCHABLE, AttributeMatch, MatchKind, Query, QueryLevel, matchable_at
-from storage.tables import Instance, Series, Study
+from storage.tables import Instance, Series, Study, TransferOriginal
 
 STUDY = Study.__table__
 SERIES = Series.__table__
 INSTANCE = Instance.__table__
+ORIGINAL = TransferOriginal.__table__
 TABLE_OF_LEVEL = {QueryLevel.STUDY: STUDY, QueryLevel.SERIES: SERIES, QueryLevel.INSTANCE: INSTANCE}
 
 
@@ -312,9 +313,18 @@ class InstanceIndex:
             connection.execute(delete(STUDY).where(
                 STUDY.c.org == org, STUDY.c.study_uid == study_uid,
                 ~exists(select(literal(1)).where(SERIES.c.org == org, SERIES.c.study_uid == study_uid))))
-            still_used = set(connection.execute(
-                select(INSTANCE.c.blob_key).where(INSTANCE.c.blob_key.in_(keys)).distinct()).scalars()) if keys else set()
+            still_used = _referenced(connection, keys)
             return removed, sorted(keys - still_used)
+
+    def replace_studies(self, org: str, study_uids: Sequence[str], records: Sequence[InstanceRecord],
+                        also: Callable[[Connection], None]) -> None:
+        """In one transaction: `org`'s rows of these studies give way to `records` (an import's
+        reconciled objects, same UIDs, new blobs); `also` writes more rows in it."""
+        with self.database.write() as connection:
+            for table in (INSTANCE, SERIES, STUDY):
+                connection.execute(delete(table).where(table.c.org == org, table.c.study_uid.in_(study_uids)))
+            self._add(connection, org, records)
+            also(connection)
 
     def copy_studies(self, source: str, target: str, study_uids: Sequence[str],
                      also: Callable[[Connection, int], None] | None = None) -> int:
@@ -380,12 +390,17 @@ class InstanceIndex:
         return int(count), int(size)
 
     def blob_in_use(self, keys: Iterable[str]) -> set[str]:
-        keys = list(keys)
-        if not keys:
-            return set()
         with self.database.read() as connection:
-            return set(connection.execute(
-                select(INSTANCE.c.blob_key).where(INSTANCE.c.blob_key.in_(keys)).distinct()).scalars())
+            return _referenced(connection, set(keys))
+
+
+def _referenced(connection: Connection, keys: set[str]) -> set[str]:
+    """The blob keys some organisation's instance, or a kept original of an import, still uses."""
+    if not keys:
+        return set()
+    used = set(connection.execute(select(INSTANCE.c.blob_key).where(INSTANCE.c.blob_key.in_(keys)).distinct()).scalars())
+    return used | set(connection.execute(select(ORIGINAL.c.blob_key).where(ORIGINAL.c.blob_key.in_(keys - used))
+                                         .distinct()).scalars())
 
 
 def _instance_row(org: str, record: InstanceRecord) -> dict[str, Any]:

@@ -314,3 +314,12 @@ class Webhook(SQLModel, table=True):
     created_by: str = ""
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     disabled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class TransferOriginal(SQLModel, table=True):
+    """A received object as it arrived, kept when an import replaced it with a reconciled one:
+    the original stays on disk, referenced, until its transfer expires."""
+
+    transfer_id: str = Field(foreign_key="transfer.id", primary_key=True, max_length=32)
+    sop_instance_uid: str = Field(primary_key=True, max_length=64)
+    blob_key: str = Field(max_length=64, index=True)

@@ -47,8 +47,8 @@ def answered_when_allowed(path: str, method: str) -> int:
                                       or path.endswith("/studies")):
             return 404  # retrieve or delete of a study nobody holds
         return 200  # QIDO-RS: an empty match
-    if path.endswith(("/keys", "/transfers", "/webhooks")) and method == "POST":
-        return 400  # no role, no studies, no URL in the body
+    if path.endswith(("/keys", "/transfers", "/webhooks", "/import")) and method == "POST":
+        return 400  # no role, no studies, no URL, no patient in the body
     if path.endswith(("/keys/{key_id}", "/webhooks/{webhook}")) or "/transfers/{transfer}" in path:
         return 404  # no such key, webhook or transfer
     return 200
@@ -70,7 +70,7 @@ def least_role(path: str, method: str) -> Role | None | str:
     admin_paths = ("/keys", "/keys/{key_id}", "/audit", "/webhooks", "/webhooks/{webhook}")
     if path.endswith(admin_paths) or method == "DELETE":
         return Role.ADMIN
-    if "/outbox/{dest}/" in path or path.endswith(("/transfers", "/complete", "/reject")):
+    if "/outbox/{dest}/" in path or path.endswith(("/transfers", "/complete", "/reject", "/import")):
         return Role.SENDER  # sending, and deciding on a transfer
     return Role.SENDER if method == "POST" and not path.endswith("/viewed") else Role.VIEWER
 
