@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from api.context import json_response
+from api.organisation import describe
 
 
 async def directory(request: Request) -> Response:
@@ -15,8 +16,8 @@ async def directory(request: Request) -> Response:
     wanted = request.query_params.get("q", "").strip().lower()
     organisations = await run_in_threadpool(request.app.state.services.directory.all)
     return json_response({"organisations": [
-        {"code": org.slug, "name": org.name, "kind": org.kind, "contact": org.contact}
-        for org in organisations if not wanted or wanted in org.slug.lower() or wanted in org.name.lower()]})
+        describe(org) for org in organisations
+        if not wanted or wanted in org.slug.lower() or wanted in org.name.lower()]})
 
 
 ROUTES = [Route("/orgs", directory, methods=["GET"])]

@@ -21,9 +21,15 @@ class Administration:
         self.api_keys = api_keys
         self.audit = audit
 
-    def add_organisation(self, requester: Requester, slug: str, name: str) -> Organisation:
-        organisation = self.directory.add(slug, name)
+    def add_organisation(self, requester: Requester, slug: str, name: str, **details) -> Organisation:
+        organisation = self.directory.add(slug, name, **details)
         self._changed(requester, AuditAction.CONFIGURATION_CHANGED, slug, f"organisation {slug} '{name}' added")
+        return organisation
+
+    def update_organisation(self, requester: Requester, slug: str, **details) -> Organisation:
+        organisation = self.directory.update(slug, **details)
+        changed = ", ".join(f"{name}={value}" for name, value in details.items() if value is not None)
+        self._changed(requester, AuditAction.CONFIGURATION_CHANGED, slug, f"organisation {slug} changed: {changed}")
         return organisation
 
     def add_account(self, requester: Requester, username: str, password: str, display_name: str = "") -> Account:

@@ -72,6 +72,7 @@ ROUTE_POLICIES: dict[str, dict[str, Policy]] = {
     "/api/orgs/{org}/keys/{key_id}": {"DELETE": MANAGE},
     "/api/orgs/{org}/audit": {"GET": READ_AUDIT},
     "/api/orgs": {"GET": SIGNED_IN},
+    "/api/orgs/{org}": {"GET": SIGNED_IN, "PATCH": MANAGE},
     "/api/orgs/{org}/webhooks": {"GET": MANAGE, "POST": MANAGE},
     "/api/orgs/{org}/webhooks/{webhook}": {"DELETE": MANAGE},
     "/api/orgs/{org}/transfers": {"POST": SEND},

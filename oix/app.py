@@ -22,6 +22,7 @@ from starlette.routing import Mount, Route
 from api.audit import ROUTES as AUDIT_ROUTES
 from api.directory import ROUTES as DIRECTORY_ROUTES
 from api.imports import ROUTES as IMPORT_ROUTES
+from api.organisation import ROUTES as ORGANISATION_ROUTES
 from api.outbox import outbox_mount
 from api.transfers import ROUTES as TRANSFER_ROUTES
 from api.webhooks import ROUTES as WEBHOOK_ROUTES
@@ -170,8 +171,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
                                   sessions=services.sessions, oidc=oidc)
     routes = [Route("/healthz", healthz), Route("/metrics", prometheus), *CONFORMANCE_ROUTES,
               *SIGN_IN_ROUTES,
-              Mount("/api", routes=[*ME_ROUTES, *DIRECTORY_ROUTES, *KEY_ROUTES, *AUDIT_ROUTES, *TRANSFER_ROUTES,
-                                    *IMPORT_ROUTES, *WEBHOOK_ROUTES]),
+              Mount("/api", routes=[*ME_ROUTES, *DIRECTORY_ROUTES, *ORGANISATION_ROUTES, *KEY_ROUTES,
+                                    *AUDIT_ROUTES, *TRANSFER_ROUTES, *IMPORT_ROUTES, *WEBHOOK_ROUTES]),
               outbox_mount(), service_root_mount()]
     guard_routes(routes, AccessGate(authenticator, AccessAudit(services.audit)))
 
@@ -180,7 +181,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     if settings.cors_origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"], allow_headers=["*"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"], allow_headers=["*"],
             expose_headers=["Content-Type", "Content-Length", "Warning", "X-Request-Id"]))
     app = Starlette(
         routes=routes,

@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("slug", help="short code, e.g. an ODS code such as RJ1")
     add.add_argument("name", help="the organisation's name")
     _storage_flags(add)
+    _organisation_flags(add)
+    change = org_commands.add_parser("set", help="change an organisation's details")
+    change.add_argument("slug")
+    change.add_argument("--name", default=None)
+    _organisation_flags(change)
+    _storage_flags(change)
     listing = org_commands.add_parser("list", help="list organisations")
     _storage_flags(listing)
 
@@ -116,6 +122,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ExchangeError, EncryptionError) as exc:
         print(f"oix: {exc}", file=sys.stderr)
         return 1
+
+
+def _organisation_flags(parser: argparse.ArgumentParser) -> None:
+    from exchange.organisations import KINDS
+
+    parser.add_argument("--kind", choices=KINDS, default=None, help="default trust")
+    parser.add_argument("--contact", default=None, help="who to call about transfers (phone, email)")
+    parser.add_argument("--retention-days", type=int, default=None,
+                        help="days received copies are kept unless retained (default 30)")
+    parser.add_argument("--identity-domain", default=None,
+                        help="Issuer of Patient ID (0010,0021) of the organisation's own patient IDs")
 
 
 def _storage_flags(parser: argparse.ArgumentParser) -> None:
@@ -208,9 +225,15 @@ def _cli_requester():
 
 def _org(args: argparse.Namespace) -> int:
     with _services(args) as services:
+        details = {name: getattr(args, name, None) for name in ("kind", "contact", "retention_days",
+                                                                "identity_domain")}
         if args.org_command == "add":
-            organisation = services.admin.add_organisation(_cli_requester(), args.slug, args.name)
+            organisation = services.admin.add_organisation(_cli_requester(), args.slug, args.name, **details)
             print(f"added {organisation.slug}\t{organisation.name}")
+        elif args.org_command == "set":
+            organisation = services.admin.update_organisation(_cli_requester(), args.slug, name=args.name, **details)
+            print(f"{organisation.slug}\t{organisation.name}\t{organisation.kind}\t"
+                  f"retention {organisation.retention_days} days\t{organisation.identity_domain}")
         else:
             for organisation in services.directory.all():
                 print(f"{organisation.slug}\t{organisation.name}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.database import Database
@@ -19,15 +19,18 @@ class OrganisationTable:
     def __init__(self, database: Database):
         self.database = database
 
-    def add(self, slug: str, name: str) -> Organisation:
-        organisation = Organisation(slug=slug, name=name)
+    def add(self, organisation: Organisation) -> Organisation:
         try:
             with self.database.write() as connection:
-                connection.execute(ORGANISATION.insert().values(slug=slug, name=name,
-                                                                created_at=organisation.created_at))
+                connection.execute(ORGANISATION.insert().values(**organisation.model_dump()))
         except IntegrityError as exc:
-            raise OrganisationExists(slug) from exc
+            raise OrganisationExists(organisation.slug) from exc
         return organisation
+
+    def update(self, slug: str, values: dict) -> bool:
+        with self.database.write() as connection:
+            return connection.execute(update(ORGANISATION).where(ORGANISATION.c.slug == slug)
+                                      .values(**values)).rowcount > 0
 
     def get(self, slug: str) -> Organisation | None:
         with self.database.read() as connection:

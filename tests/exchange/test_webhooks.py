@@ -15,6 +15,7 @@ from exchange.access import ActorKind, Principal, Requester, Role
 from exchange.audit import AuditAction, AuditTrail
 from exchange.errors import UnknownOrganisation
 from exchange.jobs import Backoff, JobRunner
+from exchange.organisations import OrganisationDirectory
 from exchange.webhooks import (
     InvalidSignature,
     InvalidWebhook,
@@ -38,10 +39,10 @@ EMERGENCY = {"transfer": "tr-7Q2", "from": "RYJ", "urgency": "emergency", "studi
 
 @pytest.fixture
 def organisations(database):
-    table = OrganisationTable(database)
-    table.add("RJ1", "Guy's and St Thomas'")
-    table.add("RYJ", "Imperial College Healthcare")
-    return table
+    directory = OrganisationDirectory(OrganisationTable(database))
+    directory.add("RJ1", "Guy's and St Thomas'")
+    directory.add("RYJ", "Imperial College Healthcare")
+    return directory
 
 
 @pytest.fixture

@@ -65,8 +65,10 @@ def least_role(path: str, method: str) -> Role | None | str:
     (also store and send), admin (also members, keys, rules, audit; and delete)."""
     if path in PUBLIC_PATHS:
         return "public"
-    if path in ("/api/me", "/logout", "/api/orgs"):
-        return None  # any signed-in caller
+    if path in ("/api/me", "/logout", "/api/orgs") or (path == "/api/orgs/{org}" and method == "GET"):
+        return None  # any signed-in caller: who am I, the directory
+    if path == "/api/orgs/{org}":
+        return Role.ADMIN  # changing the organisation's details
     admin_paths = ("/keys", "/keys/{key_id}", "/audit", "/webhooks", "/webhooks/{webhook}")
     if path.endswith(admin_paths) or method == "DELETE":
         return Role.ADMIN
