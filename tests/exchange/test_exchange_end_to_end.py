@@ -10,6 +10,7 @@ import hashlib
 import io
 import secrets
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import datetime, timezone
 
 import httpx
@@ -23,7 +24,7 @@ from exchange.reports import encapsulated_pdf
 from tests.dicomweb_requests import stow
 from tests.exchange.webhook_receiver import receiver
 from tests.pdf_documents import minimal_pdf
-from tests.servers import OixServer, new_org_slug, start_server, stop_server
+from tests.servers import OixServer, new_org_slug, new_postgresql_database, start_server, stop_server
 
 ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 LOCAL = {"patient_id": "RJ1-0042", "issuer_of_patient_id": "RJ1-MRN", "accession_number": "RJ1ACC7",
@@ -31,13 +32,14 @@ LOCAL = {"patient_id": "RJ1-0042", "issuer_of_patient_id": "RJ1-MRN", "accession
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[OixServer]:
-    running = start_server(tmp_path_factory.mktemp("exchange") / "data", auth=True,
-                           env={"OIX_TRANSFER_IDLE_SECONDS": "600"})
-    try:
+def server(backend: str, tmp_path_factory) -> Iterator[OixServer]:
+    """A server of the module's own on each index backend (SQLite and PostgreSQL)."""
+    with ExitStack() as cleanup:
+        database = cleanup.enter_context(new_postgresql_database()) if backend == "postgresql" else None
+        running = start_server(tmp_path_factory.mktemp("exchange") / "data", backend=backend,
+                               database_url=database, auth=True, env={"OIX_TRANSFER_IDLE_SECONDS": "600"})
+        cleanup.callback(stop_server, running)
         yield running
-    finally:
-        stop_server(running)
 
 
 def organisation(server: OixServer, prefix: str) -> tuple[str, str]:

@@ -9,6 +9,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import datetime, timezone
 
 import httpx
@@ -23,21 +24,23 @@ from exchange.webhooks import verify_signature
 from tests.dicomweb_requests import stow
 from tests.exchange.webhook_receiver import Answer, receiver
 from tests.pdf_documents import minimal_pdf
-from tests.servers import OixServer, new_org_slug, start_server, stop_server
+from tests.servers import OixServer, new_org_slug, new_postgresql_database, start_server, stop_server
 
 IDLE_SECONDS = 1.5
 WEBHOOK_TIMEOUT_SECONDS = 1.0
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[OixServer]:
-    running = start_server(tmp_path_factory.mktemp("transfers") / "data", auth=True,
-                           env={"OIX_TRANSFER_IDLE_SECONDS": str(IDLE_SECONDS),
-                                "OIX_WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT_SECONDS)})
-    try:
+def server(backend: str, tmp_path_factory) -> Iterator[OixServer]:
+    """A server of the module's own on each index backend (SQLite and PostgreSQL)."""
+    with ExitStack() as cleanup:
+        database = cleanup.enter_context(new_postgresql_database()) if backend == "postgresql" else None
+        running = start_server(tmp_path_factory.mktemp("transfers") / "data", backend=backend,
+                               database_url=database, auth=True,
+                               env={"OIX_TRANSFER_IDLE_SECONDS": str(IDLE_SECONDS),
+                                    "OIX_WEBHOOK_TIMEOUT": str(WEBHOOK_TIMEOUT_SECONDS)})
+        cleanup.callback(stop_server, running)
         yield running
-    finally:
-        stop_server(running)
 
 
 class Party:
