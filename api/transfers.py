@@ -26,7 +26,8 @@ def describe(transfer: Transfer) -> dict:
         "id": transfer.id, "sender": transfer.sender, "destination": transfer.destination,
         "urgency": transfer.urgency, "note": transfer.note, "intended_recipient": transfer.intended_recipient,
         "patient_id": transfer.patient_id, "patient_name": transfer.patient_name, "state": transfer.state,
-        "via": transfer.via, "has_report": transfer.has_report, "reason": transfer.reason, "created_by": transfer.created_by,
+        "via": transfer.via, "has_report": transfer.has_report, "retained": transfer.retained,
+        "reason": transfer.reason, "created_by": transfer.created_by,
         "created_at": _time(transfer.created_at), "updated_at": _time(transfer.updated_at),
     }
 

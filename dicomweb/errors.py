@@ -18,6 +18,7 @@ from exchange.errors import (
     NotHeld,
     TransferStepRefused,
     UnknownCredential,
+    UnknownForwardingRule,
     UnknownOrganisation,
     UnknownTransfer,
     UnknownWebhook,
@@ -79,6 +80,7 @@ STATUS_OF_EXCHANGE_ERROR: dict[type[ExchangeError], int] = {
     UnknownCredential: 404,
     UnknownTransfer: 404,
     UnknownWebhook: 404,
+    UnknownForwardingRule: 404,
     TransferStepRefused: 409,
 }
 

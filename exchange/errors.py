@@ -62,3 +62,9 @@ class UnknownWebhook(ExchangeError):
     def __init__(self, org: str, webhook_id: int):
         super().__init__(f"organisation '{org}' has no webhook {webhook_id}")
         self.webhook_id = webhook_id
+
+
+class UnknownForwardingRule(ExchangeError):
+    def __init__(self, org: str, rule_id: int):
+        super().__init__(f"organisation '{org}' has no forwarding rule {rule_id}")
+        self.rule_id = rule_id

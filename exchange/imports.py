@@ -17,6 +17,7 @@ from exchange.audit import AuditAction, AuditEvent, AuditTrail, Outcome
 from exchange.errors import ExchangeError, TransferStepRefused
 from exchange.reconciliation import Difference, LocalIdentity, differences, reconcile_file
 from exchange.transfers import TRANSITIONS, Step, Transfers, TransferState, TransferView
+from storage.retention import RetentionTable
 from storage.tables import TransferEvent, TransferOriginal, utcnow
 
 # Checks a written object and makes its index record, as STOW does: (path, blob key, size) → record.
@@ -89,6 +90,9 @@ class Imports:
 
         def record_import(connection: Connection) -> None:
             connection.execute(insert(TransferOriginal.__table__), originals)
+            # Reconciled into the receiver's own domain, the studies are its own: retention keeps
+            # them, and removes only the received originals when the transfer expires.
+            RetentionTable().note_own(connection, org, study_uids, now)
             self.transfers.table.move(connection, transfer_id, transfer.state, TransferState.IMPORTED.value,
                                       TransferEvent(transfer_id=transfer_id, state=TransferState.IMPORTED.value,
                                                     actor=requester.principal.actor, org=org, at=now,

@@ -20,6 +20,7 @@ from exchange.reports import ReportText, is_report, report_text
 from storage.instances import AddOutcome, InstanceRecord
 from storage.tables import Transfer, TransferEvent, TransferStudy, utcnow
 from storage.transfers import TransferFilter, TransferTable
+from storage.usage import study_sizes
 
 DEFAULT_IDLE = timedelta(minutes=5)  # an outbox stream quiet this long is delivered
 
@@ -52,6 +53,7 @@ class Step(str, Enum):
     IMPORT = "import"
     REJECT = "reject"
     EXPIRE = "expire"
+    FORWARD = "forward"  # a forwarding rule stored every instance in the destination's PACS
 
 
 # (state, step) → (next state, who may take the step)
@@ -65,9 +67,16 @@ TRANSITIONS: dict[tuple[TransferState, Step], tuple[TransferState, Side]] = {
     (TransferState.VIEWED, Step.REJECT): (TransferState.REJECTED, Side.DESTINATION),
     (TransferState.DELIVERED, Step.EXPIRE): (TransferState.EXPIRED, Side.SYSTEM),
     (TransferState.VIEWED, Step.EXPIRE): (TransferState.EXPIRED, Side.SYSTEM),
+    (TransferState.DELIVERED, Step.FORWARD): (TransferState.IMPORTED, Side.SYSTEM),
+    (TransferState.VIEWED, Step.FORWARD): (TransferState.IMPORTED, Side.SYSTEM),
+    # Received copies expire after the destination's retention period whatever became of them;
+    # what an import reconciled into the receiver's own domain is its own and stays (retention
+    # keeps the studies an organisation holds as its own).
+    (TransferState.IMPORTED, Step.EXPIRE): (TransferState.EXPIRED, Side.SYSTEM),
+    (TransferState.REJECTED, Step.EXPIRE): (TransferState.EXPIRED, Side.SYSTEM),
 }
 AUDITED_AS = {Step.VIEW: AuditAction.VIEW, Step.IMPORT: AuditAction.IMPORT, Step.REJECT: AuditAction.REJECT,
-              Step.EXPIRE: AuditAction.EXPIRE}
+              Step.EXPIRE: AuditAction.EXPIRE, Step.FORWARD: AuditAction.IMPORT}
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,7 @@ class Transfers:
             now = utcnow()
             by_patient: dict[str, list[InstanceRecord]] = {}
             for record, outcome in zip(records, outcomes):
-                if outcome is not AddOutcome.CONFLICT:
+                if outcome is AddOutcome.STORED:  # what was held already is not counted again
                     by_patient.setdefault(record.study_columns.get("patient_id", ""), []).append(record)
             events = []
             for patient_id, stored in by_patient.items():
@@ -114,9 +123,11 @@ class Transfers:
                                           stored[0].study_columns.get("patient_name", ""), urgency, note,
                                           TransferState.RECEIVING, "outbox", requester, now)
                 counts: dict[str, int] = {}
+                sizes: dict[str, int] = {}
                 for record in stored:
                     counts[record.study_uid] = counts.get(record.study_uid, 0) + 1
-                self.table.add_studies(connection, transfer.id, counts, now)
+                    sizes[record.study_uid] = sizes.get(record.study_uid, 0) + record.size
+                self.table.add_studies(connection, transfer.id, counts, now, sizes)
                 if any(is_report(record.sop_class_uid) for record in stored):
                     self.table.mark_report(connection, transfer.id)
                 events.append(AuditEvent.for_request(
@@ -148,7 +159,7 @@ class Transfers:
                                   next(iter(names.values()), ""), urgency, note, TransferState.DELIVERED,
                                   "holdings", requester, now, intended_recipient)
             counts = self.archive.index.instance_counts(sender, study_uids, connection)
-            self.table.add_studies(connection, transfer.id, counts, now)
+            self.table.add_studies(connection, transfer.id, counts, now, study_sizes(connection, sender, study_uids))
             self.audit.write(connection, [AuditEvent.for_request(
                 requester, AuditAction.SEND, org=sender, patients=tuple(set(patients.values())),
                 studies=tuple(study_uids), transfer=transfer.id, detail=f"to {destination}")])
@@ -257,6 +268,18 @@ class Transfers:
             delivered += self._move(transfer, Step.IDLE, TransferState.DELIVERED, SYSTEM_REQUESTER, "", "")
         return delivered
 
+    def forwarded(self, transfer_id: str, detail: str) -> bool:
+        """Every instance of the transfer is in the destination's PACS, by a forwarding rule that
+        imports: the system takes it to imported for the destination. False if its state does
+        not allow that (already imported, rejected, expired)."""
+        transfer = self.table.get(transfer_id)
+        if transfer is None:
+            raise UnknownTransfer(transfer_id)
+        allowed = TRANSITIONS.get((TransferState(transfer.state), Step.FORWARD))
+        if allowed is None:
+            return False
+        return self._move(transfer, Step.FORWARD, allowed[0], SYSTEM_REQUESTER, transfer.destination, detail)
+
     def _move(self, transfer: Transfer, step: Step, next_state: TransferState, requester: Requester, org: str,
               reason: str) -> bool:
         studies = tuple(study.study_uid for study in self.table.studies(transfer.id))
@@ -279,5 +302,5 @@ class Transfers:
 
 def _past(step: Step) -> str:
     return {Step.COMPLETE: "completed", Step.IDLE: "delivered", Step.VIEW: "viewed", Step.IMPORT: "imported",
-            Step.REJECT: "rejected", Step.EXPIRE: "expired"}[step]
+            Step.REJECT: "rejected", Step.EXPIRE: "expired", Step.FORWARD: "forwarded"}[step]
 

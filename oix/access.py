@@ -75,6 +75,8 @@ ROUTE_POLICIES: dict[str, dict[str, Policy]] = {
     "/api/orgs/{org}": {"GET": SIGNED_IN, "PATCH": MANAGE},
     "/api/orgs/{org}/webhooks": {"GET": MANAGE, "POST": MANAGE},
     "/api/orgs/{org}/webhooks/{webhook}": {"DELETE": MANAGE},
+    "/api/orgs/{org}/forwarding": {"GET": MANAGE, "POST": MANAGE},
+    "/api/orgs/{org}/forwarding/{rule}": {"DELETE": MANAGE},
     "/api/orgs/{org}/transfers": {"POST": SEND},
     "/api/orgs/{org}/inbox": {"GET": SEARCH},
     "/api/orgs/{org}/outbox": {"GET": SEARCH},
@@ -83,6 +85,10 @@ ROUTE_POLICIES: dict[str, dict[str, Policy]] = {
     "/api/orgs/{org}/transfers/{transfer}/complete": {"POST": SEND},
     "/api/orgs/{org}/transfers/{transfer}/viewed": {"POST": RETRIEVE},
     "/api/orgs/{org}/transfers/{transfer}/reject": {"POST": SEND},
+    # Keeping received copies past the retention period is a records decision, as sending is
+    "/api/orgs/{org}/transfers/{transfer}/retain": {"POST": SEND},
+    "/api/orgs/{org}/transfers/{transfer}/release": {"POST": SEND},
+    "/api/orgs/{org}/usage": {"GET": SEARCH},  # counts per month, no patient data
     "/api/orgs/{org}/transfers/{transfer}/import": {"POST": STORE},
     # The outbox service roots: STOW-RS that sends to another organisation
     "/dicomweb/{org}/outbox/{dest}/studies": {"POST": SEND},
@@ -301,13 +307,19 @@ async def _csrf_checked(connection: HTTPConnection, receive: Receive, expected: 
     return replay, hmac.compare_digest(field, expected)
 
 
+def _header_text(message: str) -> str:
+    """RFC 6750 3: an error_description is printable ASCII without '"' or '\\'."""
+    return "".join(character if " " <= character <= "~" and character not in '"\\' else "?"
+                   for character in message.replace('"', "'"))
+
+
 def _refuse(status: int, message: str, reason: str | None) -> Response:
     headers = {}
     if status == 401:
         # RFC 6750 3: the challenge, and why the token was refused.
         challenge = 'Bearer realm="oix"'
         if reason:
-            challenge += f', error="invalid_token", error_description="{message.replace(chr(34), chr(39))}"'
+            challenge += f', error="invalid_token", error_description="{_header_text(message)}"'
         headers["WWW-Authenticate"] = challenge
     return Response(orjson.dumps({"status": status, "error": message}), status_code=status,
                     media_type="application/json", headers=headers)

@@ -21,10 +21,13 @@ from starlette.routing import Mount, Route
 
 from api.audit import ROUTES as AUDIT_ROUTES
 from api.directory import ROUTES as DIRECTORY_ROUTES
+from api.forwarding import ROUTES as FORWARDING_ROUTES
 from api.imports import ROUTES as IMPORT_ROUTES
 from api.organisation import ROUTES as ORGANISATION_ROUTES
 from api.outbox import outbox_mount
+from api.retention import ROUTES as RETENTION_ROUTES
 from api.transfers import ROUTES as TRANSFER_ROUTES
+from api.usage import ROUTES as USAGE_ROUTES
 from api.webhooks import ROUTES as WEBHOOK_ROUTES
 from api.context import ApiContext
 from api.keys import ROUTES as KEY_ROUTES
@@ -42,13 +45,17 @@ from exchange.audit import AuditTrail
 from exchange.organisations import OrganisationDirectory
 from exchange.sessions import PortalSessions
 from exchange.imports import Imports
-from exchange.jobs import JobRunner
+from exchange.forwarding import Forwarding
+from exchange.jobs import Backoff, JobRunner
+from exchange.retention import Retention
 from exchange.transfers import Transfers
+from exchange.usage import Usage
 from exchange.webhooks import Webhooks
 from oix.access import AccessAudit, AccessGate, guard_routes
 from oix.authentication import Authenticator
 from oix.observability import Metrics, RequestLogMiddleware
 from oix.oidc import OidcVerifier
+from oix.pacs import StowPacs
 from oix.security_headers import SecurityHeadersMiddleware
 from oix.settings import Settings
 from portal.context import PortalContext
@@ -56,8 +63,11 @@ from portal.signin import ROUTES as SIGN_IN_ROUTES
 from storage.at_rest import open_data_dir
 from storage.blobs import FileBlobStore
 from storage.credentials import AccountTable, ApiKeyTable, SessionTable
+from storage.forwarding import ForwardingTable
 from storage.jobs import JobQueue
+from storage.retention import RetentionTable
 from storage.transfers import TransferTable
+from storage.usage import UsageTable
 from storage.webhooks import WebhookTable
 from storage.database import Database, database_url, sqlite_file
 from storage.instances import InstanceIndex
@@ -79,8 +89,16 @@ class Services:
     webhooks: Webhooks
     webhook_runner: JobRunner  # started by `oix serve` only, not by the CLI
     imports: Imports
+    forwarding: Forwarding | None = None
+    forward_runner: JobRunner | None = None  # started by `oix serve` only, not by the CLI
+    retention: Retention | None = None
+    usage: Usage | None = None
 
     def close(self) -> None:
+        if self.forwarding is not None:
+            self.forwarding.stop()  # a job in flight ends after its current request
+        if self.forward_runner is not None:
+            self.forward_runner.stop()
         self.webhook_runner.stop()
         self.audit.stop()  # writes what is still buffered
         self.database.dispose()
@@ -105,17 +123,31 @@ def open_services(settings: Settings) -> Services:
     # Webhooks have a runner of their own: no backlog of other work holds up an emergency.
     webhook_runner = JobRunner(queue, webhooks.handlers, name="oix-webhooks")
     transfers = Transfers(TransferTable(database), archive, directory, audit,
-                          idle=timedelta(seconds=settings.transfer_idle_seconds), notify=_notifier(webhooks))
+                          idle=timedelta(seconds=settings.transfer_idle_seconds))
     archive.on_store(transfers.return_reports)
+    retention = Retention(RetentionTable(), transfers, interval=timedelta(seconds=settings.retention_interval_seconds))
+    archive.on_store(retention.note_own_store)  # what an organisation stores itself, retention never removes
+    forwarding = Forwarding(ForwardingTable(database), queue, archive, transfers, audit,
+                            StowPacs(settings.forward_timeout_seconds),
+                            batch_instances=settings.forward_batch_instances)
+    transfers.notify = _notifier(webhooks, forwarding)  # set here: forwarding needs the transfers first
+    # Forwarding has a runner of its own too: a PACS that is down holds up neither webhooks nor others.
+    forward_runner = JobRunner(queue, forwarding.handlers, name="oix-forwarding", backoff=Backoff(
+        first=timedelta(seconds=settings.forward_backoff_seconds),
+        cap=timedelta(seconds=settings.forward_backoff_max_seconds)))
     return Services(database, directory, archive, audit, accounts, api_keys,
                     PortalSessions(SessionTable(database)), admin, transfers, webhooks, webhook_runner,
-                    Imports(transfers, archive, audit))
+                    Imports(transfers, archive, audit), forwarding=forwarding, forward_runner=forward_runner,
+                    retention=retention, usage=Usage(UsageTable(database), directory))
 
 
-def _notifier(webhooks: Webhooks):
-    """What a transfer's destination is told: what happened and where to look, never patient data."""
+def _notifier(webhooks: Webhooks, forwarding: Forwarding | None = None):
+    """What a transfer's destination is told: what happened and where to look, never patient data;
+    and a delivered transfer is queued for the destination's PACS, by its forwarding rules."""
 
     def notify(connection, event: str, transfer) -> None:
+        if event == "transfer.delivered" and forwarding is not None:
+            forwarding.on_delivered(connection, transfer)
         webhooks.notify(transfer.destination, event, {
             "transfer": transfer.id, "sender": transfer.sender,
             "destination": transfer.destination, "urgency": transfer.urgency,
@@ -129,11 +161,15 @@ def _lifespan(services: Services, parser_pool: ParserPool | None, http_client: h
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         services.audit.start()
         services.webhook_runner.start()
+        if services.forward_runner is not None:
+            services.forward_runner.start()
         if parser_pool is not None:
             await run_in_threadpool(parser_pool.start)
         delivery = asyncio.create_task(_deliver_idle_transfers(services.transfers))
+        expiry = asyncio.create_task(_expire_received_copies(services.retention))
         yield
         delivery.cancel()
+        expiry.cancel()
         if parser_pool is not None:
             parser_pool.shutdown()
         await http_client.aclose()
@@ -151,6 +187,18 @@ async def _deliver_idle_transfers(transfers: Transfers) -> None:
             await run_in_threadpool(transfers.deliver_idle)
         except Exception:  # the next round tries again; a failure here must not stop the loop
             logging.getLogger("oix").exception("delivering idle transfers failed")
+
+
+async def _expire_received_copies(retention: Retention | None) -> None:
+    """Received copies past their destination's retention period go, every retention interval."""
+    if retention is None or retention.interval <= timedelta(0):
+        return  # `oix retention run`, scheduled outside, does it instead
+    while True:
+        await asyncio.sleep(retention.interval.total_seconds())
+        try:
+            await run_in_threadpool(retention.run)
+        except Exception:  # the next round tries again; a failure here must not stop the loop
+            logging.getLogger("oix").exception("expiring received copies failed")
 
 
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
@@ -172,7 +220,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     routes = [Route("/healthz", healthz), Route("/metrics", prometheus), *CONFORMANCE_ROUTES,
               *SIGN_IN_ROUTES,
               Mount("/api", routes=[*ME_ROUTES, *DIRECTORY_ROUTES, *ORGANISATION_ROUTES, *KEY_ROUTES,
-                                    *AUDIT_ROUTES, *TRANSFER_ROUTES, *IMPORT_ROUTES, *WEBHOOK_ROUTES]),
+                                    *AUDIT_ROUTES, *TRANSFER_ROUTES, *IMPORT_ROUTES, *WEBHOOK_ROUTES,
+                                    *FORWARDING_ROUTES, *RETENTION_ROUTES, *USAGE_ROUTES]),
               outbox_mount(), service_root_mount()]
     guard_routes(routes, AccessGate(authenticator, AccessAudit(services.audit)))
 

@@ -105,6 +105,26 @@ def main(argv: list[str] | None = None) -> int:
                         help="also re-encrypt the SQLite index under the active key (stop every server first)")
     _storage_flags(rotate)
 
+    retention = commands.add_parser("retention", help="received copies past their destination's retention period")
+    retention_commands = retention.add_subparsers(dest="retention_command", required=True)
+    expire = retention_commands.add_parser("run", help="remove the expired received copies now (a server does it "
+                                                       "every OIX_RETENTION_INTERVAL_SECONDS, default hourly)")
+    expire.add_argument("--dry-run", action="store_true", help="report what would go; change nothing")
+    expire.add_argument("--now", type=_moment, default=None,
+                        help="expire as of this time, ISO 8601 (UTC unless it says): what would go on a later day")
+    expire.add_argument("--json", action="store_true", help="print the report as JSON")
+    _storage_flags(expire)
+
+    usage = commands.add_parser("usage", help="transfers, studies, instances and bytes each organisation sent and "
+                                              "received, per calendar month (UTC); counts, never prices")
+    usage.add_argument("--org", default=None, help="one organisation (default: every one)")
+    usage.add_argument("--month", type=_month, default=None, help="YYYY-MM (default: this month)")
+    usage.add_argument("--from", dest="first", type=_month, default=None, help="the first of several months, YYYY-MM")
+    usage.add_argument("--to", dest="last", type=_month, default=None,
+                       help="the last month, YYYY-MM (default with --from: this month)")
+    usage.add_argument("--json", action="store_true", help="print the months as JSON")
+    _storage_flags(usage)
+
     conformance = commands.add_parser("conformance", help="conformance statement and checks")
     conformance_commands = conformance.add_subparsers(dest="conformance_command", required=True)
     check = conformance_commands.add_parser("check", help="check a DICOMweb service root against PS3.18")
@@ -115,6 +135,30 @@ def main(argv: list[str] | None = None) -> int:
                        help="bearer token or OIX API key to send (default: OIX_TOKEN); the checks store, "
                             "retrieve and delete a study of their own, so it needs the admin role")
     conformance_commands.add_parser("statement", help="print the conformance statement as JSON")
+
+    send = commands.add_parser("send", help="send folders of DICOM files to another organisation (STOW-RS); a "
+                                            "run cut short resumes without sending again what was acknowledged")
+    send.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files, and folders walked recursively")
+    send.add_argument("--to", required=True, metavar="DEST", help="the destination organisation's code")
+    send.add_argument("--server", default=os.environ.get("OIX_SERVER"),
+                      help="the OIX server, e.g. https://oix.example.nhs.uk (default: OIX_SERVER)")
+    send.add_argument("--org", default=os.environ.get("OIX_ORG"),
+                      help="the sending organisation (default: OIX_ORG, or the one the token acts for)")
+    send.add_argument("--token", default=os.environ.get("OIX_TOKEN"),
+                      help="API key or bearer token, of the sender or admin role (default: OIX_TOKEN)")
+    send.add_argument("--urgency", choices=["routine", "urgent", "emergency"], default="routine")
+    send.add_argument("--note", default="", help="a note for the receiver (one line)")
+    send.add_argument("--report", metavar="FILE", help="a PDF, or a .txt file, sent as a report in the study of "
+                                                       "the first DICOM file (in name order)")
+    send.add_argument("--author", help="the report's author (default: your user name)")
+    send.add_argument("--batch", type=int, help="objects per STOW request (default 20)")
+    send.add_argument("--batch-mb", type=int, help="MiB per STOW request (default 64)")
+    send.add_argument("--retries", type=int,
+                      help="tries again after a connection failure or a 5xx, waiting 1, 2, 4… s (default 5)")
+    send.add_argument("--state", metavar="FILE",
+                      help="the journal of acknowledged instances (default: ./.oix-send-DEST.jsonl)")
+    send.add_argument("--no-complete", action="store_true",
+                      help="leave the transfers receiving (more to come) rather than deliver them at the end")
 
     args = parser.parse_args(argv)
     try:
@@ -370,8 +414,90 @@ def _conformance(args: argparse.Namespace) -> int:
     return check_main(args.url, timeout=args.timeout, as_json=args.json, token=args.token)
 
 
+def _moment(text: str):
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an ISO 8601 time such as 2026-12-31T09:00Z, not '{text}'") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _month(text: str):
+    from exchange.usage import Month
+
+    try:
+        return Month.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _retention(args: argparse.Namespace) -> int:
+    import orjson
+
+    with _services(args) as services:
+        report = services.retention.run(args.now, dry_run=args.dry_run, requester=_cli_requester())
+    totals = {"transfers": report.transfers, "studies": report.studies, "instances": report.instances,
+              "bytes": report.bytes, "blobs": report.blobs}
+    if args.json:
+        print(orjson.dumps({"now": report.now.isoformat(), "dry_run": report.dry_run, **totals, "expired": [
+            {"transfer": item.transfer.id, "sender": item.transfer.sender, "destination": item.transfer.destination,
+             "retention_days": item.retention_days, "studies": list(item.studies), "kept": list(item.kept),
+             "instances": item.instances, "bytes": item.bytes, "blobs": len(item.blobs)} for item in report.expired]},
+            option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"{'would expire' if report.dry_run else 'expired'} {report.transfers} transfer(s) as of "
+          f"{report.now:%Y-%m-%d %H:%M} UTC: {report.studies} study(ies), {report.instances} instance(s), "
+          f"{report.bytes} bytes; {report.blobs} blob file(s) {'to delete' if report.dry_run else 'deleted'}")
+    for item in report.expired:
+        kept = f"\t{len(item.kept)} kept, held otherwise" if item.kept else ""
+        print(f"{item.transfer.id}\tto {item.transfer.destination} from {item.transfer.sender}\t"
+              f"{len(item.studies)} study(ies)\t{item.instances} instance(s)\t{item.bytes} bytes\t"
+              f"{len(item.blobs)} blob(s){kept}")
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    import orjson
+
+    from exchange.usage import Month
+
+    this_month = Month.of(datetime.now(timezone.utc))
+    if args.month and (args.first or args.last):
+        print("oix: give --month, or --from and --to, not both", file=sys.stderr)
+        return 2
+    first = args.month or args.first or args.last or this_month
+    last = args.month or args.last or (this_month if args.first else first)
+    with _services(args) as services:
+        slugs = [args.org] if args.org else [organisation.slug for organisation in services.directory.all()]
+        months = [usage for slug in slugs for usage in services.usage.months(slug, first, last)]
+    if args.json:
+        print(orjson.dumps([{"org": usage.org, "month": str(usage.month), "sent": vars(usage.sent),
+                             "received": vars(usage.received)} for usage in months], option=orjson.OPT_INDENT_2).decode())
+        return 0
+    header = ["month", "organisation", "transfers sent", "studies sent", "instances sent", "bytes sent",
+              "transfers received", "studies received", "instances received", "bytes received"]
+    rows = [[str(usage.month), usage.org, *(str(value) for volume in (usage.sent, usage.received)
+                                            for value in (volume.transfers, volume.studies, volume.instances,
+                                                          volume.bytes))] for usage in months]
+    widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(value.ljust(width) if column < 2 else value.rjust(width)
+                        for column, (value, width) in enumerate(zip(row, widths))).rstrip())
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    from oix.send import command
+
+    return command(args)
+
+
 COMMANDS = {"serve": _serve, "org": _org, "user": _user, "key": _key, "conformance": _conformance, "audit": _audit,
-            "keys": _keys}
+            "keys": _keys, "send": _send, "retention": _retention, "usage": _usage}
 
 if __name__ == "__main__":
     sys.exit(main())

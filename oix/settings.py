@@ -34,6 +34,13 @@ class Settings:
     audit_retention_days: int = SEVEN_YEARS_DAYS
     transfer_idle_seconds: float = 300.0  # an outbox stream quiet this long is delivered
     webhook_timeout_seconds: float = 10.0  # one delivery attempt; then it is retried with backoff
+    retention_interval_seconds: float = 3600.0  # how often expired received copies go (0: never, cron instead)
+    # Auto-forwarding to a PACS (exchange/forwarding.py): one STOW-RS request's time limit, the
+    # instances per request, and the backoff between attempts (first wait, then x5 up to the cap).
+    forward_timeout_seconds: float = 60.0
+    forward_batch_instances: int = 8
+    forward_backoff_seconds: float = 30.0
+    forward_backoff_max_seconds: float = 3600.0
     # Encryption at rest, off unless a key is given: a key file (`oix keys generate`) and/or one
     # base64 key in the environment (storage/keyring.py).
     encryption_key_file: Path | None = None
@@ -56,8 +63,16 @@ class Settings:
         values["audit_enabled"] = env.get("OIX_AUDIT", "on").lower() != "off"
         if env.get("OIX_WEBHOOK_TIMEOUT"):
             values["webhook_timeout_seconds"] = float(env["OIX_WEBHOOK_TIMEOUT"])
+        for name, variable, kind in (("forward_timeout_seconds", "OIX_FORWARD_TIMEOUT", float),
+                                     ("forward_batch_instances", "OIX_FORWARD_BATCH", int),
+                                     ("forward_backoff_seconds", "OIX_FORWARD_BACKOFF_SECONDS", float),
+                                     ("forward_backoff_max_seconds", "OIX_FORWARD_BACKOFF_MAX_SECONDS", float)):
+            if env.get(variable):
+                values[name] = kind(env[variable])
         if env.get("OIX_TRANSFER_IDLE_SECONDS"):
             values["transfer_idle_seconds"] = float(env["OIX_TRANSFER_IDLE_SECONDS"])
+        if env.get("OIX_RETENTION_INTERVAL_SECONDS"):
+            values["retention_interval_seconds"] = float(env["OIX_RETENTION_INTERVAL_SECONDS"])
         if env.get("OIX_AUDIT_RETENTION_DAYS"):
             values["audit_retention_days"] = int(env["OIX_AUDIT_RETENTION_DAYS"])
         for name in ("tls_cert", "tls_key"):

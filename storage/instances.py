@@ -57,7 +57,7 @@ class QueryRow:
     modalities: list[str] = field(default_factory=list)
 
 
-def _insert(connection: Connection, table):
+def dialect_insert(connection: Connection, table):
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     return dialect.insert(table)
 
@@ -96,19 +96,19 @@ class InstanceIndex:
             new = [record for _, record in fresh.values()]
             studies = {r.study_uid: r for r in new}
             connection.execute(
-                _insert(connection, STUDY).on_conflict_do_nothing(index_elements=["org", "study_uid"]),
+                dialect_insert(connection, STUDY).on_conflict_do_nothing(index_elements=["org", "study_uid"]),
                 [{"org": org, "study_uid": uid, "attributes": r.study_attributes, **r.study_columns}
                  for uid, r in studies.items()],
             )
             series = {(r.study_uid, r.series_uid): r for r in new}
             connection.execute(
-                _insert(connection, SERIES).on_conflict_do_nothing(
+                dialect_insert(connection, SERIES).on_conflict_do_nothing(
                     index_elements=["org", "study_uid", "series_uid"]),
                 [{"org": org, "study_uid": s, "series_uid": se, "attributes": r.series_attributes,
                   **r.series_columns} for (s, se), r in series.items()],
             )
             inserted = connection.execute(
-                _insert(connection, INSTANCE)
+                dialect_insert(connection, INSTANCE)
                 .on_conflict_do_nothing(index_elements=["org", "sop_instance_uid"])
                 .returning(INSTANCE.c.sop_instance_uid),
                 [_instance_row(org, r) for r in new],
@@ -313,7 +313,7 @@ class InstanceIndex:
             connection.execute(delete(STUDY).where(
                 STUDY.c.org == org, STUDY.c.study_uid == study_uid,
                 ~exists(select(literal(1)).where(SERIES.c.org == org, SERIES.c.study_uid == study_uid))))
-            still_used = _referenced(connection, keys)
+            still_used = referenced_blobs(connection, keys)
             return removed, sorted(keys - still_used)
 
     def replace_studies(self, org: str, study_uids: Sequence[str], records: Sequence[InstanceRecord],
@@ -353,7 +353,7 @@ class InstanceIndex:
                     INSTANCE.c.org == source, INSTANCE.c.sop_instance_uid.in_(sop_instance_uids))))
             keys = {"study": ["org", "study_uid"], "series": ["org", "study_uid", "series_uid"],
                     "instance": ["org", "sop_instance_uid"]}[table.name]
-            result = connection.execute(_insert(connection, table)
+            result = connection.execute(dialect_insert(connection, table)
                                         .from_select([column.name for column in columns], chosen)
                                         .on_conflict_do_nothing(index_elements=keys))
             if table is INSTANCE:
@@ -391,10 +391,10 @@ class InstanceIndex:
 
     def blob_in_use(self, keys: Iterable[str]) -> set[str]:
         with self.database.read() as connection:
-            return _referenced(connection, set(keys))
+            return referenced_blobs(connection, set(keys))
 
 
-def _referenced(connection: Connection, keys: set[str]) -> set[str]:
+def referenced_blobs(connection: Connection, keys: set[str]) -> set[str]:
     """The blob keys some organisation's instance, or a kept original of an import, still uses."""
     if not keys:
         return set()

@@ -251,12 +251,14 @@ class Transfer(SQLModel, table=True):
     created_by: str = ""
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)  # last object received or state change
+    retained: bool = False  # the destination keeps its copies past its retention period
 
 
 class TransferStudy(SQLModel, table=True):
     transfer_id: str = Field(foreign_key="transfer.id", primary_key=True, max_length=32)
     study_uid: str = Field(primary_key=True, max_length=64)
     instances: int = 0
+    size: int = 0  # bytes of those instances, counted when they were sent (usage metering)
 
 
 class TransferEvent(SQLModel, table=True):
@@ -323,3 +325,64 @@ class TransferOriginal(SQLModel, table=True):
     transfer_id: str = Field(foreign_key="transfer.id", primary_key=True, max_length=32)
     sop_instance_uid: str = Field(primary_key=True, max_length=64)
     blob_key: str = Field(max_length=64, index=True)
+
+
+# -- auto-forwarding to a PACS (storage/forwarding.py, exchange/forwarding.py) ------------------
+
+class ForwardRule(SQLModel, table=True):
+    """An organisation's rule that pushes each transfer it receives, if the transfer matches, to
+    its PACS over STOW-RS. `authorization` is the Authorization header value the PACS expects,
+    kept as given because it is sent with every request: it is protected where the index is (the
+    SQLCipher file under the encryption-at-rest key, or PostgreSQL's own access control), and it
+    is never listed, logged or audited. Match fields hold space-separated values; empty matches
+    any. A removed rule is disabled, not deleted, so its forwarding records keep their rule."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    org: str = Field(foreign_key="organisation.slug", max_length=64, index=True)
+    name: str = Field(default="", max_length=200)
+    target_url: str = Field(max_length=2048)  # a DICOMweb service root; STOW-RS goes to {target_url}/studies
+    authorization: str = Field(default="", max_length=4096)
+    urgencies: str = ""  # routine urgent emergency
+    modalities: str = ""  # e.g. CT MR
+    senders: str = ""  # organisation slugs
+    mark_imported: bool = False  # every instance stored: the transfer becomes imported
+    created_by: str = ""
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    disabled_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class ForwardedInstance(SQLModel, table=True):
+    """Where one instance of a transfer stands with one rule's PACS: pending until the PACS says
+    it stored it (sent) or refused it for good (failed). Rows, not the job's payload: progress is
+    recorded batch by batch while a job runs, a retry resends only what is still pending, and the
+    API shows it per instance."""
+
+    __table_args__ = (
+        UniqueConstraint("rule_id", "transfer_id", "sop_instance_uid"),
+        Index("ix_forwardedinstance_org_id", "org", "id"),
+        Index("ix_forwardedinstance_transfer", "transfer_id", "rule_id", "state"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    rule_id: int = Field(foreign_key="forwardrule.id")
+    transfer_id: str = Field(foreign_key="transfer.id", max_length=32)
+    org: str = Field(max_length=64)  # the rule's organisation: the transfer's destination
+    study_uid: str = Field(max_length=64)
+    series_uid: str = Field(max_length=64)
+    sop_instance_uid: str = Field(max_length=64)
+    state: str = Field(max_length=16)  # pending, sent, failed
+    attempts: int = 0  # requests that carried it
+    last_error: str = ""
+    updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+# -- retention (storage/retention.py, exchange/retention.py) ------------------------------------
+
+class OwnStudy(SQLModel, table=True):
+    """A study an organisation stored objects into through its own service root (not received
+    through an outbox or a share): its own record, which retention never removes, received
+    copies of the same study included."""
+
+    org: str = Field(foreign_key="organisation.slug", primary_key=True, max_length=64)
+    study_uid: str = Field(primary_key=True, max_length=64)
+    first_stored_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

@@ -45,17 +45,21 @@ class TransferTable:
             TRANSFER.c.updated_at >= active_since).order_by(TRANSFER.c.created_at.desc())).mappings().first()
         return Transfer(**row) if row else None
 
-    def add_studies(self, connection: Connection, transfer_id: str, counts: dict[str, int], now: datetime) -> None:
+    def add_studies(self, connection: Connection, transfer_id: str, counts: dict[str, int], now: datetime,
+                    sizes: dict[str, int] | None = None) -> None:
+        """Count `counts` more instances (and `sizes` more bytes) of each study into the transfer."""
+        sizes = sizes or {}
         held = dict(connection.execute(select(TRANSFER_STUDY.c.study_uid, TRANSFER_STUDY.c.instances).where(
             TRANSFER_STUDY.c.transfer_id == transfer_id)).all())
         for study_uid, count in counts.items():
             if study_uid in held:
                 connection.execute(update(TRANSFER_STUDY).where(
                     TRANSFER_STUDY.c.transfer_id == transfer_id, TRANSFER_STUDY.c.study_uid == study_uid)
-                    .values(instances=TRANSFER_STUDY.c.instances + count))
+                    .values(instances=TRANSFER_STUDY.c.instances + count,
+                            size=TRANSFER_STUDY.c.size + sizes.get(study_uid, 0)))
             else:
                 connection.execute(TRANSFER_STUDY.insert().values(transfer_id=transfer_id, study_uid=study_uid,
-                                                                  instances=count))
+                                                                  instances=count, size=sizes.get(study_uid, 0)))
         connection.execute(update(TRANSFER).where(TRANSFER.c.id == transfer_id).values(updated_at=now))
 
     def mark_report(self, connection: Connection, transfer_id: str) -> None:
@@ -77,13 +81,16 @@ class TransferTable:
                                       .where(TRANSFER_STUDY.c.transfer_id == transfer_id)).scalars())
 
     def move(self, connection: Connection, transfer_id: str, from_state: str, to_state: str, event: TransferEvent,
-             reason: str | None = None) -> bool:
-        """Change state if it is still `from_state` (a concurrent change wins otherwise)."""
+             reason: str | None = None, unless_retained: bool = False) -> bool:
+        """Change state if it is still `from_state` (a concurrent change wins otherwise) and, with
+        `unless_retained`, if its destination has not retained it meanwhile."""
         values = {"state": to_state, "updated_at": event.at}
         if reason is not None:
             values["reason"] = reason
-        moved = connection.execute(update(TRANSFER).where(TRANSFER.c.id == transfer_id,
-                                                          TRANSFER.c.state == from_state).values(**values)).rowcount
+        conditions = [TRANSFER.c.id == transfer_id, TRANSFER.c.state == from_state]
+        if unless_retained:
+            conditions.append(TRANSFER.c.retained.is_(False))
+        moved = connection.execute(update(TRANSFER).where(*conditions).values(**values)).rowcount
         if moved:
             self.log(connection, event)
         return bool(moved)

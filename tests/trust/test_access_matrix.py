@@ -47,10 +47,11 @@ def answered_when_allowed(path: str, method: str) -> int:
                                       or path.endswith("/studies")):
             return 404  # retrieve or delete of a study nobody holds
         return 200  # QIDO-RS: an empty match
-    if path.endswith(("/keys", "/transfers", "/webhooks", "/import")) and method == "POST":
+    if path.endswith(("/keys", "/transfers", "/webhooks", "/import", "/forwarding")) and method == "POST":
         return 400  # no role, no studies, no URL, no patient in the body
-    if path.endswith(("/keys/{key_id}", "/webhooks/{webhook}")) or "/transfers/{transfer}" in path:
-        return 404  # no such key, webhook or transfer
+    if path.endswith(("/keys/{key_id}", "/webhooks/{webhook}", "/forwarding/{rule}")) \
+            or "/transfers/{transfer}" in path:
+        return 404  # no such key, webhook, forwarding rule or transfer
     return 200
 
 
@@ -69,11 +70,16 @@ def least_role(path: str, method: str) -> Role | None | str:
         return None  # any signed-in caller: who am I, the directory
     if path == "/api/orgs/{org}":
         return Role.ADMIN  # changing the organisation's details
-    admin_paths = ("/keys", "/keys/{key_id}", "/audit", "/webhooks", "/webhooks/{webhook}")
+    admin_paths = ("/keys", "/keys/{key_id}", "/audit", "/webhooks", "/webhooks/{webhook}", "/forwarding",
+                   "/forwarding/{rule}")
     if path.endswith(admin_paths) or method == "DELETE":
         return Role.ADMIN
     if "/outbox/{dest}/" in path or path.endswith(("/transfers", "/complete", "/reject", "/import")):
         return Role.SENDER  # sending, and deciding on a transfer
+    if path.endswith(("/retain", "/release")):
+        return Role.SENDER  # keeping received copies past retention: a records decision, as sending
+    if path.endswith("/usage"):
+        return Role.VIEWER  # counts per month, no patient data
     return Role.SENDER if method == "POST" and not path.endswith("/viewed") else Role.VIEWER
 
 
@@ -93,6 +99,7 @@ def expected(path: str, method: str, caller: str) -> int:
 
 def concrete(path: str) -> str:
     values = {"{org}": HOME, "{dest}": OTHER, "{transfer}": "T0000000000000000", "{webhook}": "999999",
+              "{rule}": "999999",
               "{study}": f"2.25.{secrets.randbits(96)}", "{series}": f"2.25.{secrets.randbits(96)}",
               "{instance}": f"2.25.{secrets.randbits(96)}", "{frames}": "1", "{path:path}": "7FE00010",
               "{key_id}": "0000000000000000"}

@@ -264,3 +264,13 @@ def _os_user() -> str:
     import getpass
 
     return getpass.getuser()
+
+
+def test_a_bearer_token_with_no_provider_configured_is_a_401_that_says_why(org):
+    """RFC 6750 3: the challenge's error_description stays printable ASCII whatever the message."""
+    refused = org.http.get(f"/dicomweb/{org.slug}/studies", headers={"Authorization": "Bearer eyJhbGciOi.not.a.key"})
+    assert refused.status_code == 401
+    assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+    assert "OpenID Connect" in refused.json()["error"]
+    event = only(org.events_of(refused))
+    assert (event["action"], event["outcome"], event["outcome_description"]) == ("authenticate", 4, "no-provider")
