@@ -11,7 +11,7 @@ import io
 import secrets
 from collections.abc import Iterator
 from contextlib import ExitStack
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import httpx
 import pydicom
@@ -136,6 +136,14 @@ def test_an_emergency_bundle_travels_is_retrieved_and_imported_with_local_identi
 
     again = as_b.post(f"/api/orgs/{b}/transfers/{transfer_id}/import", json={**LOCAL, "confirm": True})
     assert again.status_code == 409 and "cannot be imported again" in again.json()["error"]
+
+    # Past B's retention period the received originals go; what B imported is its own and stays.
+    later = (datetime.now(timezone.utc) + timedelta(days=31)).isoformat()
+    server.cli("retention", "run", "--now", later)
+    assert as_b.get(f"/api/orgs/{b}/transfers/{transfer_id}").json()["state"] == "expired"
+    kept = as_b.get(f"/dicomweb/{b}/instances", params={"PatientID": "RJ1-0042"}).json()
+    assert len(kept) == len(sent)
+    assert not {hashlib.sha256(data).hexdigest() for data in sent.values()} & server.blob_files()
 
 
 def test_an_invalid_nhs_number_is_refused_and_nothing_changes(server):
