@@ -1,7 +1,8 @@
 """The outbox service roots, `/dicomweb/{org}/outbox/{dest}/` (and `…/urgent/`, `…/emergency/`):
 a plain STOW-RS client with a base URL and a token sends to another organisation by storing
 there (PS3.18 10.5). The objects land in the destination's holdings and open or extend a
-transfer per patient; `X-OIX-Note` may carry a note for the receiver."""
+transfer per patient; `X-OIX-Note` may carry a note for the receiver, `X-OIX-Recipient` the
+person or team it is meant for."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from oix.access import requester_of
 from storage.instances import AddOutcome
 
 NOTE_HEADER = "x-oix-note"
+RECIPIENT_HEADER = "x-oix-recipient"  # the person or team the sender means it for
 
 
 def _outbox(urgency: Urgency):
@@ -26,10 +28,10 @@ def _outbox(urgency: Urgency):
         org, destination = request.path_params["org"], request.path_params["dest"]
         await run_in_threadpool(transfers.require_pair, org, destination)
         requester = requester_of(request)
-        note = request.headers.get(NOTE_HEADER, "")
+        note, recipient = request.headers.get(NOTE_HEADER, ""), request.headers.get(RECIPIENT_HEADER, "")
 
         def keep(accepted: list[Incoming], refused: list[str]) -> list[AddOutcome]:
-            return transfers.receive(org, destination, accepted, refused, requester, urgency, note)
+            return transfers.receive(org, destination, accepted, refused, requester, urgency, note, recipient)
 
         return await receive_instances(request, keep, service_root(request, destination))
 

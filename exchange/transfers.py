@@ -103,7 +103,8 @@ class Transfers:
     # -- sending ----------------------------------------------------------------------------------
 
     def receive(self, sender: str, destination: str, incoming: list[Incoming], refused: list[str],
-                requester: Requester, urgency: Urgency = Urgency.ROUTINE, note: str = "") -> list[AddOutcome]:
+                requester: Requester, urgency: Urgency = Urgency.ROUTINE, note: str = "",
+                intended_recipient: str = "") -> list[AddOutcome]:
         """Objects stored into the outbox service root `sender` → `destination`: held for the
         destination, each patient's opening or extending a transfer in the same transaction."""
         self.require_pair(sender, destination)
@@ -121,7 +122,7 @@ class Transfers:
                 if transfer is None:
                     transfer = self._open(connection, sender, destination, patient_id,
                                           stored[0].study_columns.get("patient_name", ""), urgency, note,
-                                          TransferState.RECEIVING, "outbox", requester, now)
+                                          TransferState.RECEIVING, "outbox", requester, now, intended_recipient)
                 counts: dict[str, int] = {}
                 sizes: dict[str, int] = {}
                 for record in stored:

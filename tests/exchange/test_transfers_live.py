@@ -104,13 +104,13 @@ def test_an_emergency_sent_through_the_outbox_is_first_in_the_inbox_and_both_sid
     studies = [generate_uid(), generate_uid()]
     sent = [instance(patient, studies[0]), instance(patient, studies[0]), instance(patient, studies[1])]
     response = stow(district.http, f"/dicomweb/{district.slug}/outbox/{tertiary.slug}/emergency", sent,
-                    headers={"X-OIX-Note": "Trauma CT, please review now"})
+                    headers={"X-OIX-Note": "Trauma CT, please review now", "X-OIX-Recipient": "On-call neurosurgery"})
     assert response.status_code == 200, response.text
 
     first = tertiary.inbox()[0]
     assert (first["urgency"], first["patient_id"], first["state"], first["sender"]) == \
         ("emergency", patient, "receiving", district.slug)
-    assert first["note"] == "Trauma CT, please review now"
+    assert (first["note"], first["intended_recipient"]) == ("Trauma CT, please review now", "On-call neurosurgery")
     transfer_id = first["id"]
     assert [t["id"] for t in district.outbox(urgency="emergency")] == [transfer_id]
     detail = tertiary.transfer(transfer_id).json()
@@ -203,9 +203,25 @@ def test_nothing_of_a_transfer_is_visible_to_a_third_organisation(parties):
     assert bystander.transfer(transfer_id).status_code == 404
     assert bystander.step(transfer_id, "viewed").status_code == 404
     assert bystander.http.get(f"/dicomweb/{bystander.slug}/studies", params={"StudyInstanceUID": study}).json() == []
+    for step in ("complete", "reject", "retain", "release"):
+        assert bystander.step(transfer_id, step, reason="x").status_code == 404, step
+    local = {"patient_id": "X1", "issuer_of_patient_id": "X", "patient_name": "A^B", "birth_date": "19700101",
+             "sex": "F"}
+    assert bystander.step(transfer_id, "import", **local).status_code == 404
+    assert bystander.http.get(f"/api/orgs/{bystander.slug}/transfers/{transfer_id}/reports").status_code == 404
+    admin = {"Authorization": f"Bearer {bystander.admin}"}
+    trail = bystander.http.get(f"/api/orgs/{bystander.slug}/audit", params={"study": study}, headers=admin)
+    assert [e["action"] for e in trail.json()["events"]] == ["query"]  # only its own search above
+    forwarding = bystander.http.get(f"/api/orgs/{bystander.slug}/forwarding", params={"transfer": transfer_id},
+                                    headers=admin)
+    assert forwarding.status_code in (200, 404) and transfer_id not in forwarding.text
+    usage = bystander.http.get(f"/api/orgs/{bystander.slug}/usage").json()
+    assert transfer_id not in str(usage) and "P-ISO" not in str(usage)
     for org in (district.slug, tertiary.slug):
         assert bystander.http.get(f"/dicomweb/{org}/studies/{study}").status_code == 403
         assert bystander.http.get(f"/api/orgs/{org}/transfers/{transfer_id}").status_code == 403
+        assert bystander.http.get(f"/api/orgs/{org}/inbox").status_code == 403
+        assert bystander.http.get(f"/api/orgs/{org}/audit", headers=admin).status_code == 403
 
 
 def test_sending_to_an_unknown_organisation_is_refused_and_stores_nothing(server, parties):
