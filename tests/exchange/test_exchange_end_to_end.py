@@ -120,6 +120,11 @@ def test_an_emergency_bundle_travels_is_retrieved_and_imported_with_local_identi
     assert imported.status_code == 200, imported.text
     assert imported.json()["state"] == "imported" and imported.json()["imported_instances"] == len(sent)
 
+    trail = as_b.get(f"/api/orgs/{b}/audit", params={"limit": 1000}).json()["events"]
+    decided = {(e["request_id"], e["action"], e["outcome"]) for e in trail if e["transfer"] == transfer_id}
+    assert (unconfirmed.headers["x-request-id"], "reconcile", 4) in decided  # differences shown
+    assert (imported.headers["x-request-id"], "reconcile", 0) in decided  # PS3.15 Patient Record, U
+    assert (imported.headers["x-request-id"], "import", 0) in decided  # PS3.15 A.5.3.6 Import
     outbox_view = as_a.get(f"/api/orgs/{a}/transfers/{transfer_id}").json()
     assert [event["state"] for event in outbox_view["history"]] == ["receiving", "delivered", "viewed", "imported"]
     now_held = [ds for study in {ds.StudyInstanceUID for ds in images} for ds in reader.retrieve_study(study)]
