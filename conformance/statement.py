@@ -137,6 +137,12 @@ CHOICES: tuple[Choice, ...] = (
            "admins for 12 months as JSON, CSV, FHIR AuditEvent or DICOM audit messages; kept 7 years.",
            "dcm4chee sends PS3.15 audit messages to an audit record repository; Google Cloud and Azure "
            "keep platform audit logs."),
+    Choice("Sending to another organisation", "PS3.18 10.5 (an additional service root)",
+           "Each organisation also has outbox service roots, /dicomweb/ORG/outbox/DEST/ (and .../urgent/, "
+           ".../emergency/): a Store Instances request there stores into the destination's holdings and opens "
+           "or extends a transfer per patient. The Retrieve URLs in the response point at the destination's "
+           "root, which the sender cannot read.",
+           "Peers have no equivalent; the national exchange this replaces uses a web upload."),
     Choice("Transport security", "PS3.15 Annex B (secure transport connection profiles)",
            "HTTPS with TLS 1.2 or later when given a certificate and key, with Strict-Transport-Security; "
            "plain HTTP otherwise (behind a TLS-terminating proxy).",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import orjson
 from sqlalchemy import Connection
 
 from exchange.access import Requester
@@ -134,16 +135,19 @@ class Archive:
     def dicom_json(self, org: str, requester: Requester, study_uid: str, series_uid: str | None = None,
                    sop_instance_uid: str | None = None) -> list[tuple[str, str, str, bytes]]:
         found = self.index.dicom_json(org, study_uid, series_uid, sop_instance_uid)
-        self._retrieved(requester, org, "metadata", study_uid, series_uid, sop_instance_uid, len(found))
+        # The Patient ID is in the metadata itself: no second query on this hot path.
+        patients = (_patient_id(found[0][3]),) if found else ()
+        self._retrieved(requester, org, "metadata", study_uid, series_uid, sop_instance_uid, len(found), patients)
         if not found:
             raise NotHeld(_describe(study_uid, series_uid, sop_instance_uid))
         return found
 
     def _retrieved(self, requester: Requester, org: str, what: str, study_uid: str, series_uid: str | None,
-                   sop_instance_uid: str | None, count: int) -> None:
+                   sop_instance_uid: str | None, count: int, patients: tuple[str, ...] | None = None) -> None:
         scope = _describe(study_uid, series_uid, sop_instance_uid)
         if count:
-            patients = tuple(self.index.patient_ids(org, [study_uid]).values())
+            if patients is None:
+                patients = tuple(self.index.patient_ids(org, [study_uid]).values())
             event = AuditEvent.for_request(requester, AuditAction.RETRIEVE, org=org, patients=patients,
                                            studies=(study_uid,), detail=f"{what} of {scope}: {count} instance(s)")
         else:
@@ -198,6 +202,12 @@ def _refused_store(requester: Requester, org: str, reasons: list[str]) -> AuditE
     return AuditEvent.for_request(requester, AuditAction.STORE, org=org, outcome=Outcome.MINOR_FAILURE,
                                   outcome_description=f"{len(reasons)} object(s) refused",
                                   detail="; ".join(reasons)[:4000])
+
+
+def _patient_id(dicom_json: bytes) -> str:
+    """Patient ID (0010,0020) of an instance's DICOM JSON (PS3.18 F.2)."""
+    values = orjson.loads(dicom_json).get("00100020", {}).get("Value") or [""]
+    return str(values[0] or "")
 
 
 def _matched(query: Query, keyword: str) -> tuple[str, ...]:
