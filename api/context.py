@@ -10,7 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from dicomweb.errors import BadRequest
+from dicomweb.errors import BadRequest, UnsupportedMediaType
 from exchange.administration import Administration
 from exchange.audit import AuditTrail
 
@@ -33,6 +33,9 @@ async def json_body(request: Request) -> dict[str, Any]:
         body += chunk
         if len(body) > MAX_JSON_BYTES:
             raise BadRequest(f"the JSON body is larger than {MAX_JSON_BYTES} bytes")
+    if body and not request.headers.get("content-type", "").split(";")[0].strip().endswith("json"):
+        # A cross-site form cannot send application/json without a CORS preflight.
+        raise UnsupportedMediaType("send the body as application/json")
     try:
         value = orjson.loads(body or b"{}")
     except orjson.JSONDecodeError as exc:

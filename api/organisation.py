@@ -28,7 +28,7 @@ async def change_organisation(request: Request) -> Response:
     """Body: any of name, kind, contact, retention_days, identity_domain."""
     body = await json_body(request)
     changed = await run_in_threadpool(request.app.state.services.admin.update_organisation, requester_of(request),
-                                      request.path_params["org"], **body)
+                                      request.path_params["org"], body)
     return json_response(describe(changed))
 
 

@@ -74,21 +74,22 @@ async def _listing(request: Request, listing) -> Response:
                            until=_time_param(params, "until"))
     limit = _count(params.get("limit"), "limit", DEFAULT_LIMIT, MAX_LIMIT)
     offset = _count(params.get("offset"), "offset", 0, None)
-    total, transfers = await run_in_threadpool(listing, request.path_params["org"], where, limit, offset)
+    total, transfers = await run_in_threadpool(listing, request.path_params["org"], where, limit, offset,
+                                               requester_of(request))
     return json_response({"total": total, "limit": limit, "offset": offset,
                           "transfers": [describe(transfer) for transfer in transfers]})
 
 
 async def one_transfer(request: Request) -> Response:
-    view = await run_in_threadpool(request.app.state.transfers.view, request.path_params["org"],
-                                   request.path_params["transfer"])
+    view = await run_in_threadpool(request.app.state.transfers.read, request.path_params["org"],
+                                   request.path_params["transfer"], requester_of(request))
     return json_response(describe_view(view))
 
 
 async def transfer_reports(request: Request) -> Response:
     """The text of the reports a transfer carries, to copy into a RIS."""
     texts = await run_in_threadpool(request.app.state.transfers.report_texts, request.path_params["org"],
-                                    request.path_params["transfer"])
+                                    request.path_params["transfer"], requester_of(request))
     return json_response({"reports": [
         {"sop_instance_uid": text.sop_instance_uid, "sop_class_uid": text.sop_class_uid, "title": text.title,
          "text": text.text, "text_extracted": text.text_extracted} for text in texts]})

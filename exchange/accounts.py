@@ -3,6 +3,8 @@ and a role per organisation. A signed-in account acts as a `Principal` like an O
 
 from __future__ import annotations
 
+import threading
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -19,8 +21,10 @@ class LocalAccounts:
     def __init__(self, table: AccountTable, directory: OrganisationDirectory):
         self.table = table
         self.directory = directory
-        # argon2id with the library's defaults (RFC 9106 second recommended option).
+        # argon2id with the library's defaults (RFC 9106 second recommended option): 64 MiB a
+        # hash, so at most two at once, whatever the number of sign-in attempts.
         self.hasher = PasswordHasher()
+        self._hashing = threading.BoundedSemaphore(2)
 
     def add(self, username: str, password: str, display_name: str = "") -> Account:
         if not username or len(username) > 128 or any(c.isspace() for c in username):
@@ -57,6 +61,10 @@ class LocalAccounts:
     def sign_in(self, username: str, password: str) -> Principal:
         """The account's principal if the password is right; the same failure either way, so
         a caller cannot tell unknown accounts from wrong passwords."""
+        with self._hashing:
+            return self._sign_in(username, password)
+
+    def _sign_in(self, username: str, password: str) -> Principal:
         account = self.table.get(username)
         failure = AuthenticationFailed("bad-credentials", "the username or password is not right")
         if account is None or account.disabled_at is not None:

@@ -10,24 +10,26 @@ from exchange.accounts import LocalAccounts
 from exchange.api_keys import ApiKeys, IssuedKey
 from exchange.audit import AuditAction, AuditEvent, AuditTrail
 from exchange.organisations import OrganisationDirectory
+from exchange.sessions import PortalSessions
 from storage.tables import Account, ApiKey, Organisation
 
 
 class Administration:
     def __init__(self, directory: OrganisationDirectory, accounts: LocalAccounts, api_keys: ApiKeys,
-                 audit: AuditTrail):
+                 audit: AuditTrail, sessions: PortalSessions):
         self.directory = directory
         self.accounts = accounts
         self.api_keys = api_keys
         self.audit = audit
+        self.sessions = sessions
 
     def add_organisation(self, requester: Requester, slug: str, name: str, **details) -> Organisation:
         organisation = self.directory.add(slug, name, **details)
         self._changed(requester, AuditAction.CONFIGURATION_CHANGED, slug, f"organisation {slug} '{name}' added")
         return organisation
 
-    def update_organisation(self, requester: Requester, slug: str, **details) -> Organisation:
-        organisation = self.directory.update(slug, **details)
+    def update_organisation(self, requester: Requester, slug: str, details: dict) -> Organisation:
+        organisation = self.directory.update(slug, details)
         changed = ", ".join(f"{name}={value}" for name, value in details.items() if value is not None)
         self._changed(requester, AuditAction.CONFIGURATION_CHANGED, slug, f"organisation {slug} changed: {changed}")
         return organisation
@@ -39,6 +41,7 @@ class Administration:
 
     def set_password(self, requester: Requester, username: str, password: str) -> None:
         self.accounts.set_password(username, password)
+        self.sessions.close_all(username)  # signed in with the old password: sign in again
         self._changed(requester, AuditAction.USER_SECURITY_CHANGED, None, f"password of {username} changed")
 
     def grant(self, requester: Requester, username: str, org: str, role: Role) -> None:

@@ -32,7 +32,10 @@ def parse_lifetime(text: str) -> timedelta | None:
     match = _LIFETIME.match(text.strip())
     if not match or int(match.group(1)) == 0:
         raise InvalidCredentialRequest(f"'{text}' is not a lifetime: write e.g. 90d, 12h, 4w, 1y or never")
-    return timedelta(hours=int(match.group(1)) * _UNIT_HOURS[match.group(2)])
+    hours = int(match.group(1)) * _UNIT_HOURS[match.group(2)]
+    if hours > 10 * 24 * 365:
+        raise InvalidCredentialRequest(f"'{text}' is longer than ten years: write never for a key that does not expire")
+    return timedelta(hours=hours)
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,10 @@ from storage.instances import AddOutcome, Held, InstanceIndex, InstanceRecord, Q
 from storage.query import MatchKind, Query, QueryLevel
 
 
-# Told of every store, in its transaction: (connection, org, records, outcomes, requester).
-StoreListener = Callable[[Connection, str, list[InstanceRecord], list[AddOutcome], Requester], None]
+# Told of every store, in its transaction: (connection, org, records, outcomes, requester); may
+# return audit events, which the store writes with its own.
+StoreListener = Callable[[Connection, str, list[InstanceRecord], list[AddOutcome], Requester],
+                         "list[AuditEvent] | None"]
 
 
 @dataclass
@@ -77,7 +79,7 @@ class Archive:
             if also is not None:
                 also(connection, records, outcomes)
             for listener in self.listeners if by_holder else ():
-                listener(connection, org, records, outcomes, requester)
+                events.extend(listener(connection, org, records, outcomes, requester) or ())
             self.audit.write(connection, events)  # last: it holds the audit chain until the commit
 
         with self.blobs.placing():
@@ -107,7 +109,8 @@ class Archive:
                 requester, AuditAction.STORE, org=target, patients=patients, studies=tuple(study_uids),
                 detail=f"{added} instance(s) received from {source}")])
 
-        return self.index.copy_studies(source, target, study_uids, audited)
+        with self.blobs.placing():  # no removal may take a blob these rows are about to reference
+            return self.index.copy_studies(source, target, study_uids, audited)
 
     def search(self, org: str, query: Query, requester: Requester, described: str = "") -> list[QueryRow]:
         """QIDO-RS matches; audited as a Query (PS3.15 A.5.3.10) naming the patient and study
@@ -179,6 +182,10 @@ class Archive:
         if not removed:
             raise NotHeld(scope)
         return removed
+
+    def forget(self, keys: set[str]) -> None:
+        """Delete these committed blobs unless something references them (an import that lost a race)."""
+        self._delete_unreferenced(keys)
 
     def _delete_unreferenced(self, keys: set[str]) -> None:
         with self.blobs.removing():

@@ -17,6 +17,7 @@ from exchange.audit import AuditAction, AuditEvent, AuditTrail, Outcome
 from exchange.errors import ExchangeError, TransferStepRefused
 from exchange.reconciliation import Difference, LocalIdentity, differences, reconcile_file
 from exchange.transfers import TRANSITIONS, Step, Transfers, TransferState, TransferView
+from storage.instances import ImportRaced
 from storage.retention import RetentionTable
 from storage.tables import TransferEvent, TransferOriginal, utcnow
 
@@ -89,14 +90,17 @@ class Imports:
                       "blob_key": item.blob_key} for item in held]
 
         def record_import(connection: Connection) -> None:
+            moved = self.transfers.table.move(
+                connection, transfer_id, transfer.state, TransferState.IMPORTED.value,
+                TransferEvent(transfer_id=transfer_id, state=TransferState.IMPORTED.value,
+                              actor=requester.principal.actor, org=org, at=now,
+                              detail=f"imported as patient {local.patient_id}"))
+            if not moved:  # another import, or a rejection, got there first: roll everything back
+                raise TransferStepRefused(f"transfer {transfer_id} changed while it was imported; look again")
             connection.execute(insert(TransferOriginal.__table__), originals)
             # Reconciled into the receiver's own domain, the studies are its own: retention keeps
             # them, and removes only the received originals when the transfer expires.
             RetentionTable().note_own(connection, org, study_uids, now)
-            self.transfers.table.move(connection, transfer_id, transfer.state, TransferState.IMPORTED.value,
-                                      TransferEvent(transfer_id=transfer_id, state=TransferState.IMPORTED.value,
-                                                    actor=requester.principal.actor, org=org, at=now,
-                                                    detail=f"imported as patient {local.patient_id}"))
             events = [AuditEvent.for_request(
                 requester, AuditAction.IMPORT, org=org, patients=(local.patient_id, transfer.patient_id),
                 studies=tuple(study_uids), transfer=transfer_id,
@@ -109,7 +113,12 @@ class Imports:
                                                      for d in found)))
             self.audit.write(connection, events)  # last: it holds the audit chain until the commit
 
-        with self.archive.blobs.placing():
-            self.archive.blobs.commit(writers)
-            self.archive.index.replace_studies(org, study_uids, records, record_import)
+        try:
+            with self.archive.blobs.placing():
+                self.archive.blobs.commit(writers)
+                self.archive.index.replace_instances(org, {item.sop_instance_uid: item.blob_key for item in held},
+                                                     records, record_import)
+        except (ImportRaced, TransferStepRefused) as exc:
+            self.archive.forget({writer.key for writer in writers})
+            raise TransferStepRefused(str(exc)) from None
         return ImportReport(self.transfers.view(org, transfer_id), len(records), list(found))

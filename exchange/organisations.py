@@ -31,7 +31,7 @@ class OrganisationDirectory:
         except OrganisationExists:
             raise DuplicateOrganisation(slug) from None
 
-    def update(self, slug: str, **details) -> Organisation:
+    def update(self, slug: str, details: dict) -> Organisation:
         self.require(slug)
         values = _checked(details)
         if values:

@@ -12,7 +12,7 @@ from datetime import timedelta
 import orjson
 
 from exchange.access import ActorKind, Principal, Role
-from storage.credentials import SessionTable
+from storage.credentials import AccountTable, SessionTable
 from storage.tables import PendingSignIn, PortalSession, as_utc, utcnow
 
 SESSION_LIFETIME = timedelta(hours=12)  # one clinical shift
@@ -27,8 +27,9 @@ class OpenSession:
 
 
 class PortalSessions:
-    def __init__(self, table: SessionTable, lifetime: timedelta = SESSION_LIFETIME):
+    def __init__(self, table: SessionTable, accounts: AccountTable, lifetime: timedelta = SESSION_LIFETIME):
         self.table = table
+        self.accounts = accounts  # a local account's roles are read afresh on every request
         self.lifetime = lifetime
 
     def open(self, principal: Principal) -> OpenSession:
@@ -45,12 +46,22 @@ class PortalSessions:
         row = self.table.get(_sha256(token))
         if row is None or as_utc(row.expires_at) <= utcnow():
             return None
-        memberships = {org: Role(role) for org, role in orjson.loads(row.memberships).items()}
-        principal = Principal(row.actor, ActorKind(row.kind), memberships, name=row.display_name)
+        memberships = orjson.loads(row.memberships)
+        account = self.accounts.get(row.actor)
+        if account is not None:  # a local account: its roles now, not at sign-in
+            if account.disabled_at is not None:
+                return None
+            memberships = self.accounts.memberships(row.actor)
+        principal = Principal(row.actor, ActorKind(row.kind), {org: Role(role) for org, role in memberships.items()},
+                              name=row.display_name)
         return OpenSession(token, row.csrf_token, principal)
 
     def close(self, token: str) -> bool:
         return self.table.remove(_sha256(token))
+
+    def close_all(self, actor: str) -> int:
+        """End every session of `actor` (its password changed)."""
+        return self.table.remove_of(actor)
 
     def remove_expired(self) -> int:
         return self.table.remove_expired(utcnow())

@@ -22,7 +22,8 @@ from storage.tables import Transfer, TransferEvent, TransferStudy, utcnow
 from storage.transfers import TransferFilter, TransferTable
 from storage.usage import study_sizes
 
-DEFAULT_IDLE = timedelta(minutes=5)  # an outbox stream quiet this long is delivered
+DEFAULT_IDLE = timedelta(minutes=5)
+MAX_REPORT_TEXT_BYTES = 20 << 20  # larger PDFs give their title, not their text (memory stays bounded)  # an outbox stream quiet this long is delivered
 
 
 class Urgency(str, Enum):
@@ -75,6 +76,7 @@ TRANSITIONS: dict[tuple[TransferState, Step], tuple[TransferState, Side]] = {
     (TransferState.IMPORTED, Step.EXPIRE): (TransferState.EXPIRED, Side.SYSTEM),
     (TransferState.REJECTED, Step.EXPIRE): (TransferState.EXPIRED, Side.SYSTEM),
 }
+REPLY_STATES = {TransferState.DELIVERED.value, TransferState.VIEWED.value, TransferState.IMPORTED.value}
 AUDITED_AS = {Step.VIEW: AuditAction.VIEW, Step.IMPORT: AuditAction.IMPORT, Step.REJECT: AuditAction.REJECT,
               Step.EXPIRE: AuditAction.EXPIRE, Step.FORWARD: AuditAction.IMPORT}
 
@@ -113,7 +115,9 @@ class Transfers:
             now = utcnow()
             by_patient: dict[str, list[InstanceRecord]] = {}
             for record, outcome in zip(records, outcomes):
-                if outcome is AddOutcome.STORED:  # what was held already is not counted again
+                # A re-send of what the destination still holds (asked for after a rejection, say)
+                # is a transfer too; a resumed stream may count an instance twice.
+                if outcome is not AddOutcome.CONFLICT:
                     by_patient.setdefault(record.study_columns.get("patient_id", ""), []).append(record)
             events = []
             for patient_id, stored in by_patient.items():
@@ -172,16 +176,25 @@ class Transfers:
         return self.view(sender, created[0].id)
 
     def return_reports(self, connection: Connection, org: str, records: list[InstanceRecord],
-                       outcomes: list[AddOutcome], requester: Requester) -> None:
+                       outcomes: list[AddOutcome], requester: Requester) -> list[AuditEvent]:
         """A report the receiver stores into a study that came in a transfer goes back to the
-        sender as a reply on that transfer (in the store's transaction)."""
+        sender as a reply on that transfer (in the store's transaction). Returns the audit
+        events, which the store writes last (the audit chain's lock is taken at the end)."""
         reports = [record for record, outcome in zip(records, outcomes)
                    if outcome is AddOutcome.STORED and is_report(record.sop_class_uid)]
+        events: list[AuditEvent] = []
         if not reports:
-            return
+            return events
         now = utcnow()
         for transfer in self.table.received_with(connection, org, sorted({r.study_uid for r in reports})):
-            replies = [r for r in reports if r.study_uid in self.table.study_uids(connection, transfer.id)]
+            if transfer.state not in REPLY_STATES:
+                continue  # a rejected, expired or unfinished transfer gets no replies
+            # A study the receiver held as its own before the transfer came is not the sender's
+            # study, whatever UID the sender reused: its reports stay.
+            own_before = self.table.own_before(connection, org, sorted({r.study_uid for r in reports}),
+                                               transfer.created_at)
+            replies = [r for r in reports if r.study_uid in self.table.study_uids(connection, transfer.id)
+                       and r.study_uid not in own_before]
             if not replies:
                 continue
             self.archive.index.copy_rows(connection, org, transfer.sender, sorted({r.study_uid for r in replies}),
@@ -189,23 +202,37 @@ class Transfers:
             self.table.log(connection, TransferEvent(
                 transfer_id=transfer.id, state=transfer.state, actor=requester.principal.actor, org=org, at=now,
                 detail=f"report returned to {transfer.sender} ({len(replies)} object(s))"))
-            self.audit.write(connection, [AuditEvent.for_request(
+            events.append(AuditEvent.for_request(
                 requester, AuditAction.SEND, org=org, patients=(transfer.patient_id,),
                 studies=tuple(sorted({r.study_uid for r in replies})), transfer=transfer.id,
-                detail=f"report returned to {transfer.sender}")])
+                detail=f"report returned to {transfer.sender}"))
+        return events
 
-    def report_texts(self, org: str, transfer_id: str) -> list[ReportText]:
-        """The text of every report the organisation holds in the transfer's studies, for a RIS."""
+    def report_texts(self, org: str, transfer_id: str, requester: Requester) -> list[ReportText]:
+        """The text of every report the organisation holds in the transfer's studies, for a RIS
+        (audited as a retrieve). A PDF too large to read in memory gives its title only."""
         view = self.view(org, transfer_id)
         texts = []
         for study in view.studies:
             for held in self.archive.index.held(org, study.study_uid):
                 if is_report(held.sop_class_uid):
                     with self.archive.open_blob(held.blob_key) as handle:
-                        text = report_text(handle)
+                        text = report_text(handle, pdf_text=None) if held.size > MAX_REPORT_TEXT_BYTES \
+                            else report_text(handle)
                     if text is not None:
                         texts.append(text)
+        self._read(requester, org, view.transfer, AuditAction.RETRIEVE, f"{len(texts)} report text(s)")
         return texts
+
+    def read(self, org: str, transfer_id: str, requester: Requester) -> TransferView:
+        """One transfer with its history, as a person reads it (audited: it names the patient)."""
+        view = self.view(org, transfer_id)
+        self._read(requester, org, view.transfer, AuditAction.RETRIEVE, "transfer details")
+        return view
+
+    def _read(self, requester: Requester, org: str, transfer: Transfer, action: AuditAction, detail: str) -> None:
+        self.audit.record(AuditEvent.for_request(requester, action, org=org, patients=(transfer.patient_id,),
+                                                 transfer=transfer.id, detail=detail))
 
     def _open(self, connection: Connection, sender: str, destination: str, patient_id: str, patient_name: str,
               urgency: Urgency, note: str, state: TransferState, via: str, requester: Requester, now: datetime,
@@ -236,13 +263,23 @@ class Transfers:
             raise UnknownTransfer(transfer_id)  # another organisation's transfer does not exist for you
         return TransferView(transfer, self.table.studies(transfer_id), self.table.history(transfer_id))
 
-    def inbox(self, org: str, where: TransferFilter, limit: int, offset: int) -> tuple[int, list[Transfer]]:
-        self.directory.require(org)
-        return self.table.listing("destination", org, where, limit, offset)
+    def inbox(self, org: str, where: TransferFilter, limit: int, offset: int,
+              requester: Requester) -> tuple[int, list[Transfer]]:
+        return self._listing("destination", org, where, limit, offset, requester)
 
-    def outbox(self, org: str, where: TransferFilter, limit: int, offset: int) -> tuple[int, list[Transfer]]:
+    def outbox(self, org: str, where: TransferFilter, limit: int, offset: int,
+               requester: Requester) -> tuple[int, list[Transfer]]:
+        return self._listing("sender", org, where, limit, offset, requester)
+
+    def _listing(self, side: str, org: str, where: TransferFilter, limit: int, offset: int,
+                 requester: Requester) -> tuple[int, list[Transfer]]:
+        """A list that names patients: audited as a query (PS3.15 A.5.3.10)."""
         self.directory.require(org)
-        return self.table.listing("sender", org, where, limit, offset)
+        total, transfers = self.table.listing(side, org, where, limit, offset)
+        self.audit.record(AuditEvent.for_request(
+            requester, AuditAction.QUERY, org=org, patients=tuple(dict.fromkeys(t.patient_id for t in transfers)),
+            detail=f"{'inbox' if side == 'destination' else 'outbox'}: {len(transfers)} of {total} transfer(s)"))
+        return total, transfers
 
     # -- the lifecycle ----------------------------------------------------------------------------
 

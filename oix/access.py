@@ -283,7 +283,7 @@ async def _csrf_checked(connection: HTTPConnection, receive: Receive, expected: 
     here and replayed to the route."""
     presented = connection.headers.get(CSRF_HEADER)
     if presented is not None:
-        return receive, hmac.compare_digest(presented, expected)
+        return receive, hmac.compare_digest(presented.encode("utf-8", "replace"), expected.encode())
     if not connection.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return receive, False
     body = bytearray()
@@ -304,7 +304,7 @@ async def _csrf_checked(connection: HTTPConnection, receive: Receive, expected: 
             return {"type": "http.request", "body": bytes(body), "more_body": False}
         return await receive()
 
-    return replay, hmac.compare_digest(field, expected)
+    return replay, hmac.compare_digest(field.encode("utf-8", "replace"), expected.encode())
 
 
 def _header_text(message: str) -> str:

@@ -117,7 +117,8 @@ def open_services(settings: Settings) -> Services:
     archive = Archive(directory, InstanceIndex(database), FileBlobStore(settings.data_dir, keyring), audit)
     accounts = LocalAccounts(AccountTable(database), directory)
     api_keys = ApiKeys(ApiKeyTable(database), directory)
-    admin = Administration(directory, accounts, api_keys, audit)
+    sessions = PortalSessions(SessionTable(database), AccountTable(database))
+    admin = Administration(directory, accounts, api_keys, audit, sessions)
     queue = JobQueue(database)
     webhooks = Webhooks(WebhookTable(database), queue, audit, timeout=settings.webhook_timeout_seconds)
     # Webhooks have a runner of their own: no backlog of other work holds up an emergency.
@@ -136,7 +137,7 @@ def open_services(settings: Settings) -> Services:
         first=timedelta(seconds=settings.forward_backoff_seconds),
         cap=timedelta(seconds=settings.forward_backoff_max_seconds)))
     return Services(database, directory, archive, audit, accounts, api_keys,
-                    PortalSessions(SessionTable(database)), admin, transfers, webhooks, webhook_runner,
+                    sessions, admin, transfers, webhooks, webhook_runner,
                     Imports(transfers, archive, audit), forwarding=forwarding, forward_runner=forward_runner,
                     retention=retention, usage=Usage(UsageTable(database), directory))
 
@@ -167,9 +168,11 @@ def _lifespan(services: Services, parser_pool: ParserPool | None, http_client: h
             await run_in_threadpool(parser_pool.start)
         delivery = asyncio.create_task(_deliver_idle_transfers(services.transfers))
         expiry = asyncio.create_task(_expire_received_copies(services.retention))
+        sessions = asyncio.create_task(_end_expired_sessions(services.sessions))
         yield
         delivery.cancel()
         expiry.cancel()
+        sessions.cancel()
         if parser_pool is not None:
             parser_pool.shutdown()
         await http_client.aclose()
@@ -187,6 +190,16 @@ async def _deliver_idle_transfers(transfers: Transfers) -> None:
             await run_in_threadpool(transfers.deliver_idle)
         except Exception:  # the next round tries again; a failure here must not stop the loop
             logging.getLogger("oix").exception("delivering idle transfers failed")
+
+
+async def _end_expired_sessions(sessions: PortalSessions, period: float = 600.0) -> None:
+    """Expired portal sessions and abandoned OIDC sign-ins are removed every ten minutes."""
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await run_in_threadpool(sessions.remove_expired)
+        except Exception:  # the next round tries again
+            logging.getLogger("oix").exception("removing expired sessions failed")
 
 
 async def _expire_received_copies(retention: Retention | None) -> None:

@@ -275,7 +275,8 @@ def _org(args: argparse.Namespace) -> int:
             organisation = services.admin.add_organisation(_cli_requester(), args.slug, args.name, **details)
             print(f"added {organisation.slug}\t{organisation.name}")
         elif args.org_command == "set":
-            organisation = services.admin.update_organisation(_cli_requester(), args.slug, name=args.name, **details)
+            organisation = services.admin.update_organisation(_cli_requester(), args.slug,
+                                                                {"name": args.name, **details})
             print(f"{organisation.slug}\t{organisation.name}\t{organisation.kind}\t"
                   f"retention {organisation.retention_days} days\t{organisation.identity_domain}")
         else:

@@ -24,6 +24,11 @@ LOGIN_CSRF_COOKIE = "oix_login_csrf"  # double-submit token for the sign-in form
 SIGN_IN_STATE_COOKIE = "oix_sign_in"  # binds an OIDC sign-in to the browser that began it
 
 
+def _same(presented: str, expected: str) -> bool:
+    """Constant-time comparison of text a client sent (any characters) with a token of ours."""
+    return hmac.compare_digest(presented.encode("utf-8", "replace"), expected.encode("utf-8", "replace"))
+
+
 def _next_url(value: str | None) -> str:
     """Only a path on this server: never an open redirect (OWASP unvalidated redirects)."""
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value \
@@ -51,9 +56,11 @@ async def sign_in_page(request: Request) -> Response:
 
 async def sign_in_with_password(request: Request) -> Response:
     portal = portal_of(request)
-    form = await request.form()
+    if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        return _form_page(request, 400, "The form could not be read. Please sign in again.")
+    form = await request.form(max_fields=8, max_part_size=4096)  # an unauthenticated body stays small
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not expected or not hmac.compare_digest(str(form.get("csrf_token", "")), expected):
+    if not expected or not _same(str(form.get("csrf_token", "")), expected):
         return _form_page(request, 400, "The form expired. Please sign in again.")
     username = str(form.get("username", ""))[:128]
     requester = requester_from(request, ANONYMOUS)
@@ -89,7 +96,7 @@ async def provider_callback(request: Request) -> Response:
     portal = portal_of(request)
     requester = requester_from(request, ANONYMOUS)
     state = request.query_params.get("state", "")
-    if portal.oidc is None or not state or not hmac.compare_digest(state, request.cookies.get(SIGN_IN_STATE_COOKIE, "")):
+    if portal.oidc is None or not state or not _same(state, request.cookies.get(SIGN_IN_STATE_COOKIE, "")):
         portal.audit.record(_refused(requester, "bad-state"))
         return _form_page(request, 400, "That sign-in did not start here, or has expired. Please try again.")
     pending = await run_in_threadpool(portal.sessions.finish_sign_in, state)

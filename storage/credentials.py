@@ -123,6 +123,10 @@ class SessionTable:
             result = connection.execute(delete(PORTAL_SESSION).where(PORTAL_SESSION.c.token_sha256 == token_sha256))
         return result.rowcount > 0
 
+    def remove_of(self, actor: str) -> int:
+        with self.database.write() as connection:
+            return connection.execute(delete(PORTAL_SESSION).where(PORTAL_SESSION.c.actor == actor)).rowcount
+
     def remove_expired(self, now: datetime) -> int:
         with self.database.write() as connection:
             sessions = connection.execute(delete(PORTAL_SESSION).where(PORTAL_SESSION.c.expires_at < now)).rowcount

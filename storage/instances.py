@@ -25,6 +25,10 @@ ORIGINAL = TransferOriginal.__table__
 TABLE_OF_LEVEL = {QueryLevel.STUDY: STUDY, QueryLevel.SERIES: SERIES, QueryLevel.INSTANCE: INSTANCE}
 
 
+class ImportRaced(Exception):
+    pass
+
+
 class AddOutcome(Enum):
     STORED = "stored"
     ALREADY_STORED = "already stored"  # the same bytes under the same SOP Instance UID
@@ -316,13 +320,23 @@ class InstanceIndex:
             still_used = referenced_blobs(connection, keys)
             return removed, sorted(keys - still_used)
 
-    def replace_studies(self, org: str, study_uids: Sequence[str], records: Sequence[InstanceRecord],
-                        also: Callable[[Connection], None]) -> None:
-        """In one transaction: `org`'s rows of these studies give way to `records` (an import's
-        reconciled objects, same UIDs, new blobs); `also` writes more rows in it."""
+    def replace_instances(self, org: str, replaced: dict[str, str], records: Sequence[InstanceRecord],
+                          also: Callable[[Connection], None]) -> None:
+        """In one transaction: `org`'s instances in `replaced` (SOP Instance UID → the blob key
+        read when the import began) give way to `records` (the import's reconciled objects, same
+        UIDs, new blobs), and their studies' rows are rebuilt from them. Instances
+        stored meanwhile are left alone; one changed meanwhile stops it (ImportRaced)."""
         with self.database.write() as connection:
-            for table in (INSTANCE, SERIES, STUDY):
-                connection.execute(delete(table).where(table.c.org == org, table.c.study_uid.in_(study_uids)))
+            now_held = dict(connection.execute(select(INSTANCE.c.sop_instance_uid, INSTANCE.c.blob_key).where(
+                INSTANCE.c.org == org, INSTANCE.c.sop_instance_uid.in_(list(replaced)))).all())
+            if now_held != replaced:
+                raise ImportRaced("the transfer's objects changed while they were being imported; try again")
+            study_uids = sorted({record.study_uid for record in records})
+            connection.execute(delete(INSTANCE).where(INSTANCE.c.org == org,
+                                                      INSTANCE.c.sop_instance_uid.in_(list(replaced))))
+            # The study rows carry the patient: rebuilt from the reconciled objects below. Series
+            # rows carry no patient attributes and stay, for any instance stored meanwhile.
+            connection.execute(delete(STUDY).where(STUDY.c.org == org, STUDY.c.study_uid.in_(study_uids)))
             self._add(connection, org, records)
             also(connection)
 

@@ -9,11 +9,12 @@ from datetime import datetime
 from sqlalchemy import Connection, case, func, select, update
 
 from storage.database import Database
-from storage.tables import Transfer, TransferEvent, TransferStudy
+from storage.tables import OwnStudy, Transfer, TransferEvent, TransferStudy
 
 TRANSFER = Transfer.__table__
 TRANSFER_STUDY = TransferStudy.__table__
 TRANSFER_EVENT = TransferEvent.__table__
+OWN_STUDY = OwnStudy.__table__
 URGENCY_ORDER = case({"emergency": 0, "urgent": 1}, value=TRANSFER.c.urgency, else_=2)
 
 
@@ -75,6 +76,12 @@ class TransferTable:
         for row in rows:
             seen.setdefault(row["id"], Transfer(**row))
         return list(seen.values())
+
+    def own_before(self, connection: Connection, org: str, study_uids: list[str], moment: datetime) -> set[str]:
+        """Those of `study_uids` that `org` stored into its own holdings before `moment`."""
+        return set(connection.execute(select(OWN_STUDY.c.study_uid).where(
+            OWN_STUDY.c.org == org, OWN_STUDY.c.study_uid.in_(study_uids),
+            OWN_STUDY.c.first_stored_at < moment)).scalars())
 
     def study_uids(self, connection: Connection, transfer_id: str) -> set[str]:
         return set(connection.execute(select(TRANSFER_STUDY.c.study_uid)

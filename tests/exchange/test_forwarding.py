@@ -150,7 +150,7 @@ def deliver(exchange: Exchange, objects: list[bytes], urgency: Urgency = Urgency
                                None, 1024)
         incoming.append(Incoming(writer, record))
     exchange.transfers.receive(sender, DESTINATION, incoming, [], SENDING, urgency)
-    _, [transfer] = exchange.transfers.outbox(sender, TransferFilter(state="receiving"), 1, 0)
+    _, [transfer] = exchange.transfers.outbox(sender, TransferFilter(state="receiving"), 1, 0, SENDING)
     exchange.transfers.take_step(sender, transfer.id, Step.COMPLETE, SENDING)
     return transfer.id
 

@@ -288,6 +288,7 @@ def test_a_report_the_receiver_stores_into_a_received_study_goes_back_to_the_sen
     image = instance("P-RET", study)
     stow(district.http, f"/dicomweb/{district.slug}/outbox/{tertiary.slug}", [image])
     transfer_id = tertiary.inbox()[0]["id"]
+    district.step(transfer_id, "complete")
     reply = basic_text_sr("No fracture. Follow up in clinic.", pydicom.dcmread(io.BytesIO(image)),
                           title="Teleradiology report", author="Dr B Reader", when=datetime.now(timezone.utc))
     assert stow(tertiary.http, f"/dicomweb/{tertiary.slug}", [reply]).status_code == 200
@@ -353,3 +354,20 @@ def test_viewing_and_rejecting_a_transfer_are_audited_for_the_receiver(parties):
     by_request = {(e["request_id"], e["action"], e["event_action_code"], e["transfer"]) for e in found}
     assert (viewed.headers["x-request-id"], "view", "R", transfer_id) in by_request
     assert (rejected.headers["x-request-id"], "reject", "U", transfer_id) in by_request
+
+
+def test_a_report_on_the_receivers_own_study_never_goes_to_a_sender_that_reused_its_uid(parties):
+    """Isolation: a sender cannot harvest the receiver's reports by sending into its study UID."""
+    victim, mallory, _ = parties[1], parties[2], parties[0]
+    study = generate_uid()
+    own = instance("P-OWN", study)
+    assert stow(victim.http, f"/dicomweb/{victim.slug}", [own]).status_code == 200
+    assert stow(mallory.http, f"/dicomweb/{mallory.slug}/outbox/{victim.slug}",
+                [instance("P-JUNK", study)]).status_code == 200
+    transfer_id = victim.inbox()[0]["id"]
+    mallory.step(transfer_id, "complete")
+    report = basic_text_sr("Malignancy found.", pydicom.dcmread(io.BytesIO(own)), title="Report",
+                           author="Dr V", when=datetime.now(timezone.utc))
+    assert stow(victim.http, f"/dicomweb/{victim.slug}", [report]).status_code == 200
+    assert mallory.http.get(f"/dicomweb/{mallory.slug}/studies/{study}/instances").json() == []
+    assert mallory.http.get(f"/api/orgs/{mallory.slug}/transfers/{transfer_id}/reports").json()["reports"] == []
