@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import Connection, case, func, select, update
 
 from storage.database import Database
+from storage.instances import dialect_insert
 from storage.tables import OwnStudy, Transfer, TransferEvent, TransferStudy
 
 TRANSFER = Transfer.__table__
@@ -48,19 +49,16 @@ class TransferTable:
 
     def add_studies(self, connection: Connection, transfer_id: str, counts: dict[str, int], now: datetime,
                     sizes: dict[str, int] | None = None) -> None:
-        """Count `counts` more instances (and `sizes` more bytes) of each study into the transfer."""
+        """Count `counts` more instances (and `sizes` more bytes) of each study into the transfer:
+        one upsert each, so concurrent streams into one transfer add up instead of colliding."""
         sizes = sizes or {}
-        held = dict(connection.execute(select(TRANSFER_STUDY.c.study_uid, TRANSFER_STUDY.c.instances).where(
-            TRANSFER_STUDY.c.transfer_id == transfer_id)).all())
         for study_uid, count in counts.items():
-            if study_uid in held:
-                connection.execute(update(TRANSFER_STUDY).where(
-                    TRANSFER_STUDY.c.transfer_id == transfer_id, TRANSFER_STUDY.c.study_uid == study_uid)
-                    .values(instances=TRANSFER_STUDY.c.instances + count,
-                            size=TRANSFER_STUDY.c.size + sizes.get(study_uid, 0)))
-            else:
-                connection.execute(TRANSFER_STUDY.insert().values(transfer_id=transfer_id, study_uid=study_uid,
-                                                                  instances=count, size=sizes.get(study_uid, 0)))
+            statement = dialect_insert(connection, TRANSFER_STUDY).values(
+                transfer_id=transfer_id, study_uid=study_uid, instances=count, size=sizes.get(study_uid, 0))
+            connection.execute(statement.on_conflict_do_update(
+                index_elements=["transfer_id", "study_uid"],
+                set_={"instances": TRANSFER_STUDY.c.instances + statement.excluded.instances,
+                      "size": TRANSFER_STUDY.c.size + statement.excluded.size}))
         connection.execute(update(TRANSFER).where(TRANSFER.c.id == transfer_id).values(updated_at=now))
 
     def mark_report(self, connection: Connection, transfer_id: str) -> None:
