@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from api.context import api_of, json_response
+from api.context import api_of, json_response, query_count, query_time
 from dicomweb.errors import BadRequest
 from exchange.audit import AuditAction, AuditEvent, AuditRecord, require_searchable, searchable_since
 from exchange.audit_formats import AuditSource, csv_lines, dicom_audit_messages, fhir_bundle
@@ -31,8 +31,8 @@ async def search_audit(request: Request) -> Response:
     org = request.path_params["org"]
     params = request.query_params
     now = datetime.now(timezone.utc)
-    since = _time(params.get("since"), "since") or searchable_since(now)
-    until = _time(params.get("until"), "until") or now + timedelta(seconds=1)
+    since = query_time(params.get("since"), "since") or searchable_since(now)
+    until = query_time(params.get("until"), "until") or now + timedelta(seconds=1)
     require_searchable(since, until, now)
     action = params.get("action") or None
     if action is not None and action not in {a.value for a in AuditAction}:
@@ -57,8 +57,8 @@ async def search_audit(request: Request) -> Response:
         source = AuditSource(base_url=str(request.base_url))
         body = await run_in_threadpool(_render, export, records, source)
         return Response(body, media_type=EXPORTS[export], headers=headers)
-    limit = _count(params.get("limit"), "limit", DEFAULT_LIMIT, MAX_LIMIT)
-    offset = _count(params.get("offset"), "offset", 0, None)
+    limit = query_count(params.get("limit"), "limit", DEFAULT_LIMIT, MAX_LIMIT)
+    offset = query_count(params.get("offset"), "offset", 0, None)
     records = await run_in_threadpool(api.audit.search, org, since, until, limit=limit, offset=offset, **filters)
     total = await run_in_threadpool(api.audit.count, org, since, until, **filters)
     return json_response({"total": total, "limit": limit, "offset": offset,
@@ -105,25 +105,6 @@ def _export_from_accept(request: Request) -> str | None:
         if media_type.split(";")[0] in accept:
             return export
     return None
-
-
-def _time(text: str | None, name: str) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{name} must be an ISO 8601 date or time, e.g. 2026-11-01 or 2026-11-01T08:00:00Z, "
-                         f"not '{text}'") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _count(text: str | None, name: str, default: int, maximum: int | None) -> int:
-    if text is None:
-        return default
-    if not text.isdigit() or (maximum is not None and not 0 < int(text) <= maximum):
-        raise BadRequest(f"{name} must be a whole number" + (f" from 1 to {maximum}" if maximum else ""))
-    return int(text)
 
 
 ROUTES = [Route("/orgs/{org}/audit", search_audit, methods=["GET"])]

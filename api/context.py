@@ -4,6 +4,7 @@ answering with one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -43,6 +44,27 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest("the body must be a JSON object")
     return value
+
+
+def query_time(text: str | None, name: str) -> datetime | None:
+    """A time in a query parameter: ISO 8601, UTC unless it says otherwise; None if absent."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be an ISO 8601 date or time, e.g. 2026-11-01 or 2026-11-01T08:00:00Z, "
+                         f"not '{text}'") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def query_count(text: str | None, name: str, default: int, maximum: int | None) -> int:
+    """A count in a query parameter (limit, offset): `default` if absent, at most `maximum`."""
+    if text is None:
+        return default
+    if not text.isdigit() or (maximum is not None and not 0 < int(text) <= maximum):
+        raise BadRequest(f"{name} must be a whole number" + (f" from 1 to {maximum}" if maximum else ""))
+    return int(text)
 
 
 def json_response(value: Any, status: int = 200) -> Response:

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.context import json_body, json_response
+from api.context import json_body, json_response, query_count, query_time
 from dicomweb.errors import BadRequest
 from exchange.transfers import Step, TransferState, TransferView, Urgency
 from oix.access import requester_of
@@ -70,10 +70,11 @@ async def _listing(request: Request, listing) -> Response:
         raise BadRequest(f"state must be one of {', '.join(s.value for s in TransferState)}")
     urgency = _urgency(params["urgency"]).value if params.get("urgency") else None
     where = TransferFilter(state=state, urgency=urgency, patient_id=params.get("patient") or None,
-                           counterpart=params.get("counterpart") or None, since=_time_param(params, "since"),
-                           until=_time_param(params, "until"))
-    limit = _count(params.get("limit"), "limit", DEFAULT_LIMIT, MAX_LIMIT)
-    offset = _count(params.get("offset"), "offset", 0, None)
+                           counterpart=params.get("counterpart") or None,
+                           since=query_time(params.get("since"), "since"),
+                           until=query_time(params.get("until"), "until"))
+    limit = query_count(params.get("limit"), "limit", DEFAULT_LIMIT, MAX_LIMIT)
+    offset = query_count(params.get("offset"), "offset", 0, None)
     total, transfers = await run_in_threadpool(listing, request.path_params["org"], where, limit, offset,
                                                requester_of(request))
     return json_response({"total": total, "limit": limit, "offset": offset,
@@ -112,25 +113,6 @@ def _urgency(value) -> Urgency:
         return Urgency(str(value))
     except ValueError:
         raise BadRequest(f"urgency must be one of {', '.join(u.value for u in Urgency)}") from None
-
-
-def _time_param(params, name: str) -> datetime | None:
-    text = params.get(name)
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadRequest(f"{name} must be an ISO 8601 date or time, not '{text}'") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _count(text: str | None, name: str, default: int, maximum: int | None) -> int:
-    if text is None:
-        return default
-    if not text.isdigit() or (maximum is not None and not 0 < int(text) <= maximum):
-        raise BadRequest(f"{name} must be a whole number" + (f" from 1 to {maximum}" if maximum else ""))
-    return int(text)
 
 
 def _time(moment: datetime | None) -> str | None:

@@ -130,7 +130,8 @@ class Archive:
         """The instances in scope, for a retrieve of `what` (instances, frames, bulk data);
         audited as DICOM Instances Transferred (PS3.15 A.5.3.7)."""
         found = self.index.held(org, study_uid, series_uid, sop_instance_uid, with_layout)
-        self._retrieved(requester, org, what, study_uid, series_uid, sop_instance_uid, len(found))
+        self._retrieved(requester, org, what, study_uid, series_uid, sop_instance_uid, len(found),
+                        tuple(dict.fromkeys(item.patient_id for item in found)))
         if not found:
             raise NotHeld(_describe(study_uid, series_uid, sop_instance_uid))
         return found
@@ -146,11 +147,10 @@ class Archive:
         return found
 
     def _retrieved(self, requester: Requester, org: str, what: str, study_uid: str, series_uid: str | None,
-                   sop_instance_uid: str | None, count: int, patients: tuple[str, ...] | None = None) -> None:
+                   sop_instance_uid: str | None, count: int, patients: tuple[str, ...]) -> None:
+        """The retrieve's audit event; `patients` come with what was read (no second query)."""
         scope = _describe(study_uid, series_uid, sop_instance_uid)
         if count:
-            if patients is None:
-                patients = tuple(self.index.patient_ids(org, [study_uid]).values())
             event = AuditEvent.for_request(requester, AuditAction.RETRIEVE, org=org, patients=patients,
                                            studies=(study_uid,), detail=f"{what} of {scope}: {count} instance(s)")
         else:

@@ -47,6 +47,7 @@ class Held:
     blob_key: str
     size: int
     layout: bytes = b""
+    patient_id: str = ""  # of its study, for the retrieve's audit event
 
 
 @dataclass
@@ -254,13 +255,17 @@ class InstanceIndex:
     def held(self, org: str, study_uid: str, series_uid: str | None = None,
              sop_instance_uid: str | None = None, with_layout: bool = False) -> list[Held]:
         columns = [INSTANCE.c.study_uid, INSTANCE.c.series_uid, INSTANCE.c.sop_instance_uid,
-                   INSTANCE.c.sop_class_uid, INSTANCE.c.transfer_syntax, INSTANCE.c.blob_key, INSTANCE.c.size]
+                   INSTANCE.c.sop_class_uid, INSTANCE.c.transfer_syntax, INSTANCE.c.blob_key, INSTANCE.c.size,
+                   STUDY.c.patient_id]
         if with_layout:
             columns.append(INSTANCE.c.layout)
-        statement = select(*columns).where(*self._scope(org, study_uid, series_uid, sop_instance_uid)).order_by(
-            INSTANCE.c.series_uid, INSTANCE.c.instance_number, INSTANCE.c.id)
+        statement = (select(*columns)
+                     .join_from(INSTANCE, STUDY, and_(STUDY.c.org == INSTANCE.c.org,
+                                                      STUDY.c.study_uid == INSTANCE.c.study_uid))
+                     .where(*self._scope(org, study_uid, series_uid, sop_instance_uid))
+                     .order_by(INSTANCE.c.series_uid, INSTANCE.c.instance_number, INSTANCE.c.id))
         with self.database.read() as connection:
-            return [Held(*row) for row in connection.execute(statement)]
+            return [Held(**row) for row in connection.execute(statement).mappings()]
 
     def dicom_json(self, org: str, study_uid: str, series_uid: str | None = None,
                    sop_instance_uid: str | None = None) -> list[tuple[str, str, str, bytes]]:
