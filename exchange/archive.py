@@ -56,12 +56,13 @@ class Archive:
     # -- store --------------------------------------------------------------------------------
 
     def store(self, org: str, incoming: list[Incoming], requester: Requester, refused: list[str] = (),
-              also: Callable[[Connection, list[InstanceRecord], list[AddOutcome]], None] | None = None,
+              also: Callable[[Connection, list[InstanceRecord], list[AddOutcome]], "list[AuditEvent] | None"]
+              | None = None,
               by_holder: bool = True) -> list[AddOutcome]:
         """Keep `incoming` for `org`: blobs durable first, then one index transaction with their
         audit events (DESIGN invariants 1 and 5). `refused` describes the objects of the same
         request that failed their checks; `also` writes more rows in the same transaction (a
-        transfer the objects open or extend). `by_holder` is False when another organisation
+        transfer the objects open or extend) and may return audit events to write with the store's. `by_holder` is False when another organisation
         stores into `org` (an outbox): the store listeners are not told. Returns an outcome per
         object, in order."""
         if not incoming:
@@ -77,7 +78,7 @@ class Archive:
             if refused or conflicts:
                 events.append(_refused_store(requester, org, [*refused, *conflicts]))
             if also is not None:
-                also(connection, records, outcomes)
+                events.extend(also(connection, records, outcomes) or ())
             for listener in self.listeners if by_holder else ():
                 events.extend(listener(connection, org, records, outcomes, requester) or ())
             self.audit.write(connection, events)  # last: it holds the audit chain until the commit

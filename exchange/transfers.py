@@ -111,7 +111,8 @@ class Transfers:
         destination, each patient's opening or extending a transfer in the same transaction."""
         self.require_pair(sender, destination)
 
-        def open_or_extend(connection: Connection, records: list[InstanceRecord], outcomes: list[AddOutcome]) -> None:
+        def open_or_extend(connection: Connection, records: list[InstanceRecord],
+                           outcomes: list[AddOutcome]) -> list[AuditEvent]:
             now = utcnow()
             by_patient: dict[str, list[InstanceRecord]] = {}
             for record, outcome in zip(records, outcomes):
@@ -138,7 +139,7 @@ class Transfers:
                 events.append(AuditEvent.for_request(
                     requester, AuditAction.SEND, org=sender, patients=(patient_id,), studies=tuple(counts),
                     transfer=transfer.id, detail=f"{len(stored)} instance(s) to {destination}"))
-            self.audit.write(connection, events)
+            return events  # the store writes them with its own, last
 
         return self.archive.store(destination, incoming, requester, refused, also=open_or_extend, by_holder=False)
 
