@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.debian import install_debian_packages
 from bench.server_process import ServerUnderTest, free_port, stop, wait_until_ready
 
 log = logging.getLogger("bench")
@@ -25,7 +26,6 @@ DICOMWEB_PLUGIN_PATTERNS = [
     "/usr/lib/orthanc/libOrthancDicomWeb.so*",
     "/usr/lib/*/orthanc/libOrthancDicomWeb.so*",
 ]
-APT_TIMEOUT_SECONDS = 600
 
 
 def orthanc_executable() -> str | None:
@@ -48,13 +48,7 @@ def ensure_installed() -> tuple[str, str]:
     executable, plugin = orthanc_executable(), dicomweb_plugin()
     if executable and plugin:
         return executable, plugin
-    if _apt_install() != 0:
-        # A fresh container has no package lists; one update, then try again.
-        subprocess.run(["apt-get", "update"], check=False, timeout=APT_TIMEOUT_SECONDS)
-        _apt_install()
-    # The packages' postinst tries to start a system service; without an init system
-    # that step fails (and may fail the install) while the files are in place. We run
-    # our own process, so only the files matter.
+    install_debian_packages(DEBIAN_PACKAGES)
     executable, plugin = orthanc_executable(), dicomweb_plugin()
     if not (executable and plugin):
         raise RuntimeError(
@@ -62,17 +56,6 @@ def ensure_installed() -> tuple[str, str]:
             f"`apt-get install {' '.join(DEBIAN_PACKAGES)}`"
         )
     return executable, plugin
-
-
-def _apt_install() -> int:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    completed = subprocess.run(
-        ["apt-get", "install", "-y", "--no-install-recommends", *DEBIAN_PACKAGES],
-        env=env,
-        check=False,
-        timeout=APT_TIMEOUT_SECONDS,
-    )
-    return completed.returncode
 
 
 def orthanc_configuration(work_dir: Path, http_port: int, plugin: str) -> dict:

@@ -5,14 +5,15 @@ an app whose routes are not all in the table does not start (so a new route cann
 from __future__ import annotations
 
 import hmac
+import html
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import orjson
 from starlette.requests import HTTPConnection
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,6 +36,7 @@ MAX_FORM_BYTES = 1 << 20
 class Policy:
     signed_in: bool  # credentials needed
     permission: Permission | None = None  # and this permission in the organisation of the URL
+    page: bool = False  # a portal page: a browser without credentials is sent to sign in
 
     def __str__(self) -> str:
         if not self.signed_in:
@@ -48,6 +50,12 @@ SIGNED_IN = Policy(signed_in=True)
 
 def needs(permission: Permission) -> Policy:
     return Policy(signed_in=True, permission=permission)
+
+
+def page_needs(permission: Permission | None) -> Policy:
+    """A portal page (HTML): like `needs`, but a browser that is not signed in is redirected to
+    the sign-in page and back, and a refusal is a page a person can read."""
+    return Policy(signed_in=True, permission=permission, page=True)
 
 
 SEARCH, RETRIEVE, STORE = needs(Permission.SEARCH), needs(Permission.RETRIEVE), needs(Permission.STORE)
@@ -67,6 +75,7 @@ ROUTE_POLICIES: dict[str, dict[str, Policy]] = {
     "/login/oidc": {"GET": PUBLIC},
     "/login/callback": {"GET": PUBLIC},
     "/logout": {"POST": SIGNED_IN},
+    "/static/{path:path}": {"GET": PUBLIC},  # the portal's own CSS and JavaScript, no patient data
     "/api/me": {"GET": SIGNED_IN},
     "/api/orgs/{org}/keys": {"GET": MANAGE, "POST": MANAGE},
     "/api/orgs/{org}/keys/{key_id}": {"DELETE": MANAGE},
@@ -228,6 +237,9 @@ class Guard:
                 await self.app(scope, receive, send)
                 return
             self.gate.audit.refused(requester_from(connection, ANONYMOUS), org, exc)
+            if policy.page:
+                await _sign_in_first(connection)(scope, receive, send)
+                return
             # An identity provider that cannot be reached is not the client's fault: retry later.
             status = 503 if exc.reason == "provider-unreachable" else 401
             await _refuse(status, str(exc), exc.reason)(scope, receive, send)
@@ -241,6 +253,9 @@ class Guard:
         if not policy.signed_in:
             await self.app(scope, receive, send)
             return
+        if principal is ANONYMOUS and policy.page:
+            await _sign_in_first(connection)(scope, receive, send)
+            return
         if principal is ANONYMOUS:
             await _refuse(401, "authentication required: send 'Authorization: Bearer <token or API key>'",
                           None)(scope, receive, send)
@@ -251,7 +266,8 @@ class Guard:
                 message = (f"{principal.actor} is not a member of {org}" if role is None else
                            f"the {role.value} role in {org} does not allow '{policy.permission.value}'")
                 self.gate.audit.denied(requester, org, policy.permission, message)
-                await _refuse(403, message, None)(scope, receive, send)
+                refusal = _refused_page(message) if policy.page else _refuse(403, message, None)
+                await refusal(scope, receive, send)
                 return
         if authenticated.session is not None and method not in SAFE_METHODS:
             receive, valid = await _csrf_checked(connection, receive, authenticated.session.csrf_token)
@@ -305,6 +321,19 @@ async def _csrf_checked(connection: HTTPConnection, receive: Receive, expected: 
         return await receive()
 
     return replay, hmac.compare_digest(field.encode("utf-8", "replace"), expected.encode())
+
+
+def _sign_in_first(connection: HTTPConnection) -> Response:
+    """A page asked for without (valid) credentials: sign in, then come back to it."""
+    path = connection.url.path + (f"?{connection.url.query}" if connection.url.query else "")
+    return RedirectResponse(f"/login?{urlencode({'next': path})}", status_code=303)
+
+
+def _refused_page(message: str) -> Response:
+    body = ('<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Not allowed · OIX</title></head>'
+            f'<body><main><h1>Not allowed</h1><p>{html.escape(message)}.</p><p><a href="/">Back to the portal</a>'
+            '</p></main></body></html>')
+    return HTMLResponse(body, status_code=403)
 
 
 def _header_text(message: str) -> str:

@@ -34,7 +34,7 @@ def _next_url(value: str | None) -> str:
     if value and value.startswith("/") and not value.startswith("//") and "\\" not in value \
             and all(ord(character) > 0x20 for character in value):
         return value
-    return "/api/me"
+    return "/"
 
 
 def _form_page(request: Request, status: int = 200, error: str = "") -> Response:

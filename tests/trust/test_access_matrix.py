@@ -40,6 +40,8 @@ def answered_when_allowed(path: str, method: str) -> int:
         return public[path][method]
     if path == "/logout":
         return 303
+    if path == "/static/{path:path}":
+        return 404  # no such file
     if path.startswith("/dicomweb/"):
         if method == "POST":  # STOW-RS, to the organisation's own root or an outbox
             return 415  # no multipart/related body
@@ -56,7 +58,12 @@ def answered_when_allowed(path: str, method: str) -> int:
 
 
 PUBLIC_PATHS = {"/healthz", "/metrics", "/conformance", "/conformance.json", "/login", "/login/oidc",
-                "/login/callback"}
+                "/login/callback", "/static/{path:path}"}
+
+
+def is_page(path: str) -> bool:
+    """A portal page (HTML for a person): without credentials it redirects to sign in."""
+    return path not in PUBLIC_PATHS and path != "/logout" and not path.startswith(("/api/", "/dicomweb/"))
 RANK = {None: 0, Role.VIEWER: 1, Role.SENDER: 2, Role.ADMIN: 3}
 
 
@@ -89,7 +96,7 @@ def expected(path: str, method: str, caller: str) -> int:
     if needed == "public":
         return allowed
     if caller in NOT_SIGNED_IN:
-        return 401
+        return 303 if is_page(path) else 401
     if needed is None:
         return allowed
     if caller == "other organisation":

@@ -180,13 +180,13 @@ def test_a_sign_in_without_its_forms_csrf_token_is_400_even_with_the_right_passw
                                       "\\\\evil.example", "/\t/evil.example", "evil.example"])
 def test_sign_in_never_redirects_off_the_server(browser, member, next_url):
     """Only a path of this server is followed after sign-in; anything else (including a path with
-    a tab or space, which a browser may strip into '//') lands on /api/me."""
+    a tab or space, which a browser may strip into '//') lands on the portal's home page."""
     page = browser.get("/login", params={"next": next_url})
     hidden_next = re.search(r'name="next" value="([^"]*)"', page.text).group(1)
     landed = sign_in(browser, member, next_url=next_url)
     assert landed.status_code == 303
-    assert hidden_next == "/api/me"
-    assert landed.headers["location"] == "/api/me"
+    assert hidden_next == "/"
+    assert landed.headers["location"] == "/"
 
 
 def test_sign_in_follows_a_path_on_this_server(browser, member):
