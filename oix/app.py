@@ -59,8 +59,7 @@ from oix.pacs import StowPacs
 from oix.security_headers import SecurityHeadersMiddleware
 from oix.settings import Settings
 from portal.context import PortalContext
-from portal.signin import ROUTES as SIGN_IN_ROUTES
-from portal.static import ROUTES as STATIC_ROUTES
+from portal.routes import ROUTES as PORTAL_ROUTES
 from storage.at_rest import open_data_dir
 from storage.blobs import FileBlobStore
 from storage.credentials import AccountTable, ApiKeyTable, SessionTable
@@ -232,7 +231,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     authenticator = Authenticator(required=settings.auth_required, api_keys=services.api_keys,
                                   sessions=services.sessions, oidc=oidc)
     routes = [Route("/healthz", healthz), Route("/metrics", prometheus), *CONFORMANCE_ROUTES,
-              *SIGN_IN_ROUTES, *STATIC_ROUTES,
+              *PORTAL_ROUTES,
               Mount("/api", routes=[*ME_ROUTES, *DIRECTORY_ROUTES, *ORGANISATION_ROUTES, *KEY_ROUTES,
                                     *AUDIT_ROUTES, *TRANSFER_ROUTES, *IMPORT_ROUTES, *WEBHOOK_ROUTES,
                                     *FORWARDING_ROUTES, *RETENTION_ROUTES, *USAGE_ROUTES]),
