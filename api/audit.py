@@ -1,5 +1,5 @@
 """`/api/orgs/{org}/audit`: an organisation's admins search its audit trail over the last 12
-months (period, patient, study, actor, action; paged), or export it as CSV, FHIR AuditEvent
+months (period, patient, study, actor, action, outcome; paged), or export it as CSV, FHIR AuditEvent
 (IHE Basic Audit Log Patterns) or DICOM audit messages (PS3.15 A.5). Reading is audited too."""
 
 from __future__ import annotations
@@ -37,8 +37,12 @@ async def search_audit(request: Request) -> Response:
     action = params.get("action") or None
     if action is not None and action not in {a.value for a in AuditAction}:
         raise BadRequest(f"unknown action '{action}': one of {', '.join(a.value for a in AuditAction)}")
+    outcome = params.get("outcome") or None
+    if outcome not in (None, "success", "failure"):
+        raise BadRequest(f"unknown outcome '{outcome}': success or failure (any PS3.15 failure outcome)")
     filters = {"patient": params.get("patient") or None, "study": params.get("study") or None,
-               "actor": params.get("actor") or None, "action": action}
+               "actor": params.get("actor") or None, "action": action,
+               "succeeded": None if outcome is None else outcome == "success"}
     export = params.get("format") or _export_from_accept(request)
     if export is not None and export not in EXPORTS and export != "json":
         raise BadRequest(f"format must be json, {', '.join(EXPORTS)}")

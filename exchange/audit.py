@@ -349,23 +349,25 @@ class AuditTrail:
 
     def search(self, org: str | None, since: datetime, until: datetime, patient: str | tuple[str, str] | None = None,
                study: str | None = None, actor: str | None = None, action: AuditAction | str | None = None,
-               limit: int = 100, offset: int = 0) -> list[AuditRecord]:
+               succeeded: bool | None = None, limit: int = 100, offset: int = 0) -> list[AuditRecord]:
         """`org`'s events in [since, until), newest first (org None: events of no organisation,
         such as refused sign-ins, for the server's own administrators). `patient` is a Patient
         ID (any issuer) or a (Patient ID, Issuer of Patient ID) pair. The 12-month rule of the
-        audit API is `require_searchable`'s, not this method's."""
-        return [_record(entry) for entry in
-                self.log.search(_query(org, since, until, patient, study, actor, action), limit, offset)]
+        audit API is `require_searchable`'s, not this method's. `succeeded` narrows to events
+        that succeeded (True) or failed in any way (False)."""
+        query = _query(org, since, until, patient, study, actor, action, succeeded)
+        return [_record(entry) for entry in self.log.search(query, limit, offset)]
 
     def count(self, org: str | None, since: datetime, until: datetime, patient: str | tuple[str, str] | None = None,
-              study: str | None = None, actor: str | None = None, action: AuditAction | str | None = None) -> int:
-        return self.log.count(_query(org, since, until, patient, study, actor, action))
+              study: str | None = None, actor: str | None = None, action: AuditAction | str | None = None,
+              succeeded: bool | None = None) -> int:
+        return self.log.count(_query(org, since, until, patient, study, actor, action, succeeded))
 
     def iterate(self, org: str | None, since: datetime, until: datetime, patient: str | tuple[str, str] | None = None,
                 study: str | None = None, actor: str | None = None, action: AuditAction | str | None = None,
-                page: int = 1000) -> Iterator[AuditRecord]:
+                succeeded: bool | None = None, page: int = 1000) -> Iterator[AuditRecord]:
         """Every matching event, newest first, read a page at a time (for exports)."""
-        query = _query(org, since, until, patient, study, actor, action)
+        query = _query(org, since, until, patient, study, actor, action, succeeded)
         before = None
         while True:
             entries = self.log.search(query, page, before=before)
@@ -414,7 +416,8 @@ def _patient(value: str | tuple[str, str]) -> PatientIdentifier:
     return PatientIdentifier(_identifier(patient_id), _identifier(issuer or ""))
 
 
-def _query(org: str | None, since: datetime, until: datetime, patient, study, actor, action) -> AuditQuery:
+def _query(org: str | None, since: datetime, until: datetime, patient, study, actor, action,
+           succeeded: bool | None = None) -> AuditQuery:
     patient_id = issuer = None
     if isinstance(patient, str):
         patient_id = _identifier(patient)  # any issuer
@@ -422,7 +425,7 @@ def _query(org: str | None, since: datetime, until: datetime, patient, study, ac
         patient_id, issuer = _patient(patient)
     return AuditQuery(org=org, since=since, until=until, patient_id=patient_id, issuer=issuer,
                       study_uid=_identifier(study) if study is not None else None, actor=actor,
-                      action=AuditAction(action).value if action is not None else None)
+                      action=AuditAction(action).value if action is not None else None, succeeded=succeeded)
 
 
 def _entry(event: AuditEvent) -> ChainEntry:

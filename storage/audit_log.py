@@ -148,6 +148,7 @@ class AuditQuery:
     study_uid: str | None = None
     actor: str | None = None
     action: str | None = None
+    succeeded: bool | None = None  # outcome 0 (PS3.15 A.5.1 EventOutcomeIndicator), or any failure
 
 
 class AuditLog:
@@ -381,6 +382,8 @@ def _conditions(query: AuditQuery) -> list:
         conditions.append(ENTRY.c.actor == query.actor)
     if query.action is not None:
         conditions.append(ENTRY.c.action == query.action)
+    if query.succeeded is not None:
+        conditions.append(ENTRY.c.outcome == 0 if query.succeeded else ENTRY.c.outcome != 0)
     if query.patient_id is not None:
         patient = [OBJECT.c.kind == PATIENT, OBJECT.c.identifier == query.patient_id]
         if query.issuer is not None:

@@ -405,7 +405,7 @@ def searchable(trail):
         store_event(1, at=NOW - 2 * DAY, actor="asha"),
         store_event(2, at=NOW - DAY, actor="ben", patients=(("P1", "NHS"),)),
         store_event(3, at=NOW, actor="asha", action=AuditAction.VIEW, patients=(("P1", "OTHER"),),
-                    studies=("1.2.826.0.1.3680043.10.1.34",)),
+                    studies=("1.2.826.0.1.3680043.10.1.34",), outcome=Outcome.MINOR_FAILURE),
         store_event(4, at=NOW, org="8HV48", actor="asha", patients=(("P1", "NHS"),),
                     studies=("1.2.826.0.1.3680043.10.1.3",)),
         store_event(5, at=NOW + DAY, actor="asha", action=AuditAction.QUERY, patients=(), studies=(),
@@ -428,7 +428,7 @@ def test_search_period_includes_its_start_and_excludes_its_end(searchable):
     assert [r.event.request_id for r in found] == ["req-3", "req-2"]
 
 
-def test_search_filters_by_patient_study_actor_and_action_exactly(searchable):
+def test_search_filters_by_patient_study_actor_action_and_outcome_exactly(searchable):
     def ids(**filters):
         return [r.event.request_id for r in searchable.search("RJ1", *WIDE, **filters)]
 
@@ -442,6 +442,8 @@ def test_search_filters_by_patient_study_actor_and_action_exactly(searchable):
     assert ids(action=AuditAction.VIEW) == ["req-3"]
     assert ids(action="query", actor="asha") == ["req-5"]
     assert ids(patient="P1", actor="ben") == ["req-2"]
+    assert ids(succeeded=False) == ["req-3"]  # any failure outcome (PS3.15 A.5.1: 4, 8 or 12)
+    assert ids(succeeded=True, actor="asha") == ["req-5", "req-1"]
 
 
 def test_search_pages_newest_first_and_counts(searchable):
