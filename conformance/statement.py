@@ -14,6 +14,7 @@ from pydicom.uid import UID, UID_dictionary
 from starlette.routing import Route
 
 from dicomweb import checks, qido, stow, wado
+from dicomweb import rendered, rendering
 from dicomweb.attributes import (
     ATTRIBUTES_OF_LEVEL,
     AVAILABLE_TRANSFER_SYNTAX,
@@ -27,6 +28,8 @@ from dicomweb.errors import FailureReason
 from dicomweb.negotiation import EXPLICIT_VR_LITTLE_ENDIAN, NATIVE_FRAME_MEDIA_TYPES
 from dicomweb.part10 import DEFLATED_EXPLICIT_LITTLE, PIXEL_DATA_TAGS
 from dicomweb.transcode import TARGET_SYNTAXES
+from dicomweb import transcode
+from dicomweb.negotiation import FRAME_MEDIA_TYPE_SYNTAXES
 from storage.query import LEVELS_FROM, MATCHABLE, MatchKind, QueryLevel
 
 SERVICE_ROOT = "/dicomweb/{org}"
@@ -114,8 +117,28 @@ CHOICES: tuple[Choice, ...] = (
            "parts (dicom+json, dicom+xml) are refused with 415.",
            "Azure DICOM also accepts a single application/dicom body."),
     Choice("Transcoding on retrieve", "PS3.18 8.7.3",
-           "Any stored syntax can be sent as stored or decoded to an uncompressed syntax; OIX never "
-           "encodes into a compressed syntax.",
+           "Any stored syntax a decoder reads can be sent as stored or transcoded into any syntax listed as "
+           "encoded (uncompressed, RLE, JPEG-LS and JPEG 2000, lossless or lossy), instances and frames, "
+           "one object at a time; the SOP Instance UID stays (PS3.18 8.7.3.5). What an encoder cannot "
+           "hold (PS3.5 8.2, e.g. 32-bit samples in RLE) is 406 naming what can be sent instead. JPEG "
+           "(baseline or lossless) and HTJ2K are served as stored but not encoded.",
+           "Orthanc transcodes through DCMTK (JPEG, JPEG-LS, RLE; JPEG 2000 with its GDCM plugin); Azure "
+           "DICOM transcodes between JPEG 2000 and Explicit VR Little Endian."),
+    Choice("Lossy transcoding", "PS3.18 8.7.3.5.2, PS3.3 C.7.6.1.1.5",
+           "Only when the client names a lossy syntax. The peak signal-to-noise ratio over the range of "
+           "values the image uses stays at {lossy_psnr} dB or more: JPEG-LS Near-Lossless bounds each "
+           "sample's error accordingly, JPEG 2000 aims OpenJPEG's rate allocation at {jpeg2000_psnr} dB. "
+           "The result carries Lossy Image Compression 01 and its method and ratio after any earlier ones.",
+           "dcm4chee and Orthanc take a fixed quality or ratio from their configuration."),
+    Choice("Transfer syntax of each instance", "PS3.18 8.7.5, 8.7.3.5.2",
+           "Accept may list several transfer syntaxes with q-values: each instance comes in the best one "
+           "it can be written in (its part's Content-Type says which), so transfer-syntax=* at a lower q "
+           "is a fallback for objects a compressed syntax cannot hold. 406 is answered before any part "
+           "when an instance has no acceptable syntax at all, or when the first cannot be written.",
+           "—"),
+    Choice("RLE frame media type", "PS3.18 Table 8.7.3-5",
+           "Frames in RLE Lossless are image/dicom-rle, as the current standard names it; image/x-dicom-rle, "
+           "which some clients still send, is accepted as the same type.",
            "—"),
     Choice("Authentication", "PS3.18 8.10 (security left to the origin server), RFC 6750",
            "Authorization: Bearer with an OpenID Connect access token (JWT checked against the provider's "
@@ -147,12 +170,66 @@ CHOICES: tuple[Choice, ...] = (
            "HTTPS with TLS 1.2 or later when given a certificate and key, with Strict-Transport-Security; "
            "plain HTTP otherwise (behind a TLS-terminating proxy).",
            "Orthanc and dcm4chee serve TLS directly or behind a proxy; cloud DICOM services are TLS only."),
+    Choice("Rendered study, series and frame list", "PS3.18 10.4.1.1.7, 8.6",
+           "multipart/related of one rendered image per image instance (its first frame), or per frame "
+           "named, each part with the Content-Location of its own rendered resource; instances without "
+           "pixel data (reports, documents) and images that cannot be decoded are left out, and if nothing "
+           "is left the answer is 406. A rendered instance or a single frame is a single image body.",
+           "dcm4chee answers multipart/related for a study or series; Orthanc renders only the first "
+           "instance (in its own ID order) as one image."),
+    Choice("Rendered multi-frame instance", "PS3.18 10.4.1.1.7",
+           "The instance's rendered resource is its first frame; the other frames are rendered through "
+           "their frames resource (.../frames/N/rendered). No video media types are produced.",
+           "Orthanc renders the first frame the same way."),
+    Choice("Rendered media types and quality", "PS3.18 8.7.4, 8.3.5.1.2",
+           "image/jpeg (the default, for */* and image/*), image/png and image/gif, 8-bit grey or RGB; from "
+           "the accept query parameter or the Accept header, ranked by q-value; 406 naming these when none "
+           "is acceptable. JPEG quality 90 unless quality=1..100 says otherwise. The annotation, charset "
+           "and iccprofile parameters are not supported and are ignored.",
+           "Orthanc produces JPEG (quality 90 by default) and PNG."),
+    Choice("Rendering of pixel values", "PS3.18 8.3.5.1, PS3.4 N.2, PS3.3 C.11",
+           "Grey images: the modality LUT (Rescale Slope and Intercept, or the Modality LUT Sequence; in "
+           "enhanced multi-frame objects the frame's functional groups), then the window=center,width,"
+           "function parameter (linear, linear-exact or sigmoid, PS3.3 C.11.2.1.2), else the object's "
+           "first Window Center and Width with its VOI LUT Function, else its first VOI LUT, else the "
+           "frame's own minimum to maximum; MONOCHROME1 is inverted. Colour: palette colour through its "
+           "LUTs, YBR as RGB, more than 8 bits scaled down; a window does not apply. Presentation states "
+           "are not applied.",
+           "Orthanc's DICOMweb plugin applies a requested window after Rescale Slope and Intercept and "
+           "inverts MONOCHROME1, but reads no VOI LUT Sequence."),
+    Choice("Viewport", "PS3.18 8.3.5.1.3",
+           "viewport=vw,vh[,sx,sy,sw,sh]: the source region (all the image by default; a negative sw or sh "
+           "flips it) is scaled to fit within vw by vh with its aspect ratio kept, and not padded, so one "
+           "side of the image may be shorter than the viewport's. At most {max_viewport} pixels either way.",
+           "Orthanc centres the scaled image on a black canvas of exactly vw by vh."),
+    Choice("Thumbnails", "PS3.18 10.4.1.1.8",
+           "A rendered JPEG (or PNG or GIF) at most {thumbnail_size} pixels on its longest side, never "
+           "enlarged, unless viewport=vw,vh asks for another size. A study's or series' thumbnail shows the "
+           "first frame of the middle image (by Instance Number) of its series with the most images; an "
+           "instance's its first frame.",
+           "OHIF's study browser shows the middle image of each series; Orthanc shows the first instance."),
+    Choice("Patient access links", "PS3.18 10.4, PS3.10 8, PS3.3 F",
+           "A patient's time-limited link (a subject access request, at most 30 days) serves a read-only "
+           "subset of WADO-RS under its own service root for just the studies it opens: metadata, frames, "
+           "rendered and thumbnail; any other study is 404, an expired or revoked link 410. Its download is "
+           "a ZIP holding a DICOM File-set: a DICOMDIR written by pydicom's FileSet and each object as "
+           "stored; objects of a SOP Class with no directory record type go in a folder OTHER outside it.",
+           "dcm4chee and the cloud DICOM services share studies by a signed URL or a viewer link with "
+           "no download; Orthanc exports a DICOMDIR ZIP (/studies/ID/media) to signed-in users only."),
+    Choice("Browser viewers on another origin (CORS)", "Fetch standard (CORS protocol); PS3.18 leaves it to HTTP",
+           "Only origins named with --cors-origin: preflights answered for any request header (Authorization "
+           "included) and a private network, kept 10 minutes; every answer, errors included, carries the "
+           "origin and exposes Warning, WWW-Authenticate and X-Request-Id; no credentials mode (viewers "
+           "send bearer tokens, not cookies). OHIF's configuration for an organisation is in docs/ohif.md.",
+           "Orthanc leaves CORS to a reverse proxy; Google Cloud Healthcare and Azure DICOM answer CORS for "
+           "browser viewers such as OHIF (Azure for a list of allowed origins)."),
 )
 
 TRANSACTIONS = {
     stow: ("Store Instances", "PS3.18 10.5"),
     qido: ("Search", "PS3.18 10.6"),
     wado: ("Retrieve", "PS3.18 10.4"),
+    rendered: ("Retrieve", "PS3.18 10.4"),
 }
 DELETE_TRANSACTION = ("Delete", "not in PS3.18")
 SINGULAR = {"studies": "Study", "series": "Series", "instances": "Instance"}
@@ -180,10 +257,19 @@ def _statement(limits: DicomWebLimits) -> dict[str, Any]:
             "retrieve": [{"uid": AS_STORED, "name": "as stored (transfer-syntax=*, or the stored syntax named)"}]
             + [_uid_entry(uid) for uid in TARGET_SYNTAXES],
             "retrieve_default": _uid_entry(EXPLICIT_VR_LITTLE_ENDIAN),
+            # What transcoding reads and writes (PS3.18 8.7.3), from the transcoder's own tables.
+            "decoded": [_uid_entry(uid) for uid in sorted(transcode.decodable_syntaxes(), key=_name_then_uid)],
+            "encoded": [{**_uid_entry(encoding.syntax), "lossless": encoding.lossless, "encoder": encoding.library,
+                         "lossy_method": encoding.method} for encoding in transcode.ENCODINGS.values()],
         },
         "frame_media_types": [
             {"transfer_syntax": uid, "name": _name(uid), "media_type": media}
             for uid, media in NATIVE_FRAME_MEDIA_TYPES.items()
+        ],
+        # PS3.18 8.7.3.3.2: the compressed media types frames can also be transcoded into.
+        "frame_media_types_transcoded": [
+            {"transfer_syntax": uid, "name": _name(uid), "media_type": media}
+            for media, syntaxes in FRAME_MEDIA_TYPE_SYNTAXES.items() for uid in syntaxes if transcode.can_encode(uid)
         ],
         "search": search_capabilities(limits),
         "metadata": {
@@ -233,6 +319,10 @@ def resource_name(path: str) -> str:
     segments = [s for s in path.split("/") if s]
     literals = [s for s in segments if not s.startswith("{")]
     last = segments[-1]
+    if last == "rendered":  # PS3.18 Table 10.4.1-3: Rendered Study ... Rendered Frames
+        return f"Rendered {SINGULAR.get(literals[-2], 'Frames')}"
+    if last == "thumbnail":  # PS3.18 Table 10.4.1-4: Study Thumbnail ... Frame Thumbnail
+        return f"{SINGULAR.get(literals[-2], 'Frame')} Thumbnail"
     if last.startswith("{"):
         return SINGULAR.get(literals[-1], literals[-1].capitalize())
     if last in SINGULAR:
@@ -265,6 +355,10 @@ def media_types() -> dict[str, dict[str, list[str]]]:
             + [f'multipart/related; type="{media}"' for media in sorted(set(NATIVE_FRAME_MEDIA_TYPES.values()))],
         },
         "Retrieve bulk data": {"request": [], "response": [f'multipart/related; type="{octets}"']},
+        # PS3.18 8.7.4: one image for an instance or a frame; multipart/related for several
+        "Retrieve rendered": {"request": [], "response": [*rendering.MEDIA_TYPES] + [
+            f'multipart/related; type="{media}"' for media in rendering.MEDIA_TYPES]},
+        "Retrieve thumbnail": {"request": [], "response": [*rendering.MEDIA_TYPES]},
     }
 
 
@@ -303,6 +397,10 @@ def _facts(limits: DicomWebLimits) -> dict[str, Any]:
         "default_transfer_syntax": EXPLICIT_VR_LITTLE_ENDIAN,
         "duplicate_code": f"0x{FailureReason.DUPLICATE_SOP_INSTANCE:04X}",
         "study_mismatch_code": f"0x{FailureReason.STUDY_UID_MISMATCH:04X}",
+        "max_viewport": rendering.MAX_VIEWPORT,
+        "thumbnail_size": rendered.THUMBNAIL_SIZE,
+        "lossy_psnr": f"{transcode.LOSSY_PSNR_DB:g}",
+        "jpeg2000_psnr": f"{transcode.JPEG2000_PSNR_DB:g}",
     }
 
 

@@ -14,23 +14,23 @@ EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 ANY_TRANSFER_SYNTAX = "*"
 
-# PS3.18 Table 8.7.3-5: the media type a frame has in each compressed transfer syntax.
-NATIVE_FRAME_MEDIA_TYPES = {
-    "1.2.840.10008.1.2.4.50": "image/jpeg",
-    "1.2.840.10008.1.2.4.51": "image/jpeg",
-    "1.2.840.10008.1.2.4.57": "image/jpeg",
-    "1.2.840.10008.1.2.4.70": "image/jpeg",
-    "1.2.840.10008.1.2.4.80": "image/jls",
-    "1.2.840.10008.1.2.4.81": "image/jls",
-    "1.2.840.10008.1.2.4.90": "image/jp2",
-    "1.2.840.10008.1.2.4.91": "image/jp2",
-    "1.2.840.10008.1.2.4.92": "image/jpx",
-    "1.2.840.10008.1.2.4.93": "image/jpx",
-    "1.2.840.10008.1.2.4.201": "image/jphc",
-    "1.2.840.10008.1.2.4.202": "image/jphc",
-    "1.2.840.10008.1.2.4.203": "image/jphc",
-    "1.2.840.10008.1.2.5": "image/x-dicom-rle",
+# PS3.18 Table 8.7.3-5: the media types of compressed frames, each with its transfer syntaxes,
+# the default (with no transfer-syntax parameter) first.
+FRAME_MEDIA_TYPE_SYNTAXES = {
+    "image/jpeg": ("1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51",
+                   "1.2.840.10008.1.2.4.57"),
+    "image/dicom-rle": ("1.2.840.10008.1.2.5",),
+    "image/jls": ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"),
+    "image/jp2": ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"),
+    "image/jpx": ("1.2.840.10008.1.2.4.92", "1.2.840.10008.1.2.4.93"),
+    "image/jphc": ("1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"),
 }
+# Names clients send for the same media types: the RLE one from before PS3.18 dropped the x-.
+MEDIA_TYPE_ALIASES = {"image/x-dicom-rle": "image/dicom-rle"}
+
+# The media type a frame has in each compressed transfer syntax.
+NATIVE_FRAME_MEDIA_TYPES = {syntax: media for media, syntaxes in FRAME_MEDIA_TYPE_SYNTAXES.items()
+                            for syntax in syntaxes}
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,22 @@ def accepted(request: Request, default_part_type: str) -> list[Choice]:
             part_type = default_part_type
         else:
             part_type = media.type
+        part_type = MEDIA_TYPE_ALIASES.get(part_type, part_type)
         choices.append((-quality, position, Choice(part_type, media.params.get("transfer-syntax"), quality)))
     return [choice for _, _, choice in sorted(choices) if choice.quality > 0]
+
+
+def transfer_syntaxes(choices: list[Choice], part_types: tuple[str, ...]) -> list[str]:
+    """The transfer syntaxes the client accepts parts of `part_types` in, best first, each once;
+    `*` for any (PS3.18 8.7.3.5.2). With no transfer-syntax parameter the default is Explicit
+    VR Little Endian (PS3.18 Table 8.7.3-2)."""
+    ranked: list[str] = []
+    for choice in choices:
+        if choice.part_type in part_types:
+            syntax = choice.transfer_syntax or EXPLICIT_VR_LITTLE_ENDIAN
+            if syntax not in ranked:
+                ranked.append(syntax)
+    return ranked
 
 
 DICOM_JSON = "application/dicom+json"

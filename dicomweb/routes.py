@@ -2,8 +2,8 @@
 
 from starlette.routing import Mount
 
-from dicomweb import qido, stow, wado
+from dicomweb import qido, rendered, stow, wado
 
 
 def service_root_mount() -> Mount:
-    return Mount("/dicomweb/{org}", routes=[*stow.ROUTES, *qido.ROUTES, *wado.ROUTES])
+    return Mount("/dicomweb/{org}", routes=[*stow.ROUTES, *qido.ROUTES, *wado.ROUTES, *rendered.ROUTES])

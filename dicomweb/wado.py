@@ -19,15 +19,24 @@ from dicomweb.multipart import closing, new_boundary, part_head, related_content
 from dicomweb.negotiation import (
     ANY_TRANSFER_SYNTAX,
     EXPLICIT_VR_LITTLE_ENDIAN,
+    FRAME_MEDIA_TYPE_SYNTAXES,
     NATIVE_FRAME_MEDIA_TYPES,
     Choice,
     accepted,
     DICOM_JSON,
     accepts_dicom_json,
+    transfer_syntaxes,
 )
 from dicomweb.part10 import SWAP_SIZES, inflate_dataset, swap_bytes
 from dicomweb.records import INSTANCE_URL_MARK
-from dicomweb.transcode import CannotTranscode, can_produce, decode_frame, transcode
+from dicomweb.transcode import (
+    TARGET_SYNTAXES,
+    CannotEncode,
+    CannotTranscode,
+    can_encode,
+    transcode,
+    transcoded_frames,
+)
 from storage.instances import Held
 
 DICOM = "application/dicom"
@@ -49,31 +58,34 @@ def _scope(request: Request) -> tuple[str, str, str | None, str | None]:
 # -- instances ----------------------------------------------------------------------------------
 
 async def retrieve_instances(request: Request) -> Response:
-    """PS3.18 10.4.1.1.1-3: a study, series or instance as multipart/related application/dicom."""
+    """PS3.18 10.4.1.1.1-3: a study, series or instance as multipart/related application/dicom,
+    each instance in the best transfer syntax the client accepts that it can be sent in."""
     archive = context_of(request).archive
     org, study, series, instance = _scope(request)
     held = await run_in_threadpool(archive.held, org, requester_of(request), "instances", study, series, instance)
-    target = _instance_syntax(accepted(request, DICOM), held)
+    wanted = transfer_syntaxes(accepted(request, DICOM), (DICOM, "*/*", "application/*"))
+    _check_servable(wanted, held)
     boundary = new_boundary()
-    batches = _batches(held)
+    batches = _batches(held, wanted)
     try:
-        # The first batch is read before answering, so a stored object that cannot be decoded
-        # into the requested syntax is a 406, not a response cut short after its 200.
-        first = await run_in_threadpool(_read_batch, archive, batches[0], target, boundary, held[0])
+        # The first batch is read before answering, so a stored object that cannot be written in
+        # any accepted syntax is a 406, not a response cut short after its 200.
+        first = await run_in_threadpool(_read_batch, archive, batches[0], wanted, boundary, held[0])
     except CannotTranscode as exc:
-        raise NotAcceptable(f"{exc}; ask for transfer-syntax=* to receive the objects as stored") from exc
+        raise NotAcceptable(_instead(exc, held[0].transfer_syntax)) from exc
 
     async def body() -> AsyncIterator[bytes]:
         for index, batch in enumerate(batches):
-            # One thread hop reads a batch of small objects whole; large ones stream in chunks.
+            # One thread hop reads a batch of small stored objects whole, or transcodes one object;
+            # a large stored object streams in chunks.
             if index == 0:
                 pieces = first
             else:
-                pieces = await run_in_threadpool(_read_batch, archive, batch, target, boundary, held[0])
+                pieces = await run_in_threadpool(_read_batch, archive, batch, wanted, boundary, held[0])
             for piece in pieces:
                 yield piece
             large = batch[-1]
-            if large.size > BATCH_BYTES and _syntax(large, target) == large.transfer_syntax:
+            if large.size > BATCH_BYTES and _as_stored(large, wanted):
                 handle = await run_in_threadpool(archive.open_blob, large.blob_key)
                 try:
                     while chunk := await run_in_threadpool(handle.read, CHUNK):
@@ -89,64 +101,89 @@ async def retrieve_instances(request: Request) -> Response:
 BATCH_BYTES = 8 << 20
 
 
-def _batches(held: list[Held]) -> list[list[Held]]:
-    """Consecutive instances grouped up to BATCH_BYTES; an object larger than that ends its batch."""
+def _plan(item: Held, wanted: list[str]) -> tuple[list[str], bool]:
+    """The syntaxes to transcode `item` into, best first, and whether its stored bytes are
+    acceptable after those: the client's ranking up to the first choice that is as stored."""
+    targets = []
+    for syntax in wanted:
+        if syntax in (ANY_TRANSFER_SYNTAX, item.transfer_syntax):
+            return targets, True
+        if can_encode(syntax):
+            targets.append(syntax)
+    return targets, False
+
+
+def _as_stored(item: Held, wanted: list[str]) -> bool:
+    return _plan(item, wanted) == ([], True)
+
+
+def _check_servable(wanted: list[str], held: list[Held]) -> None:
+    """PS3.18 8.7.5: 406 before anything is read when no accepted syntax is possible for an instance."""
+    for item in held:
+        if _plan(item, wanted) == ([], False):
+            asked = ", ".join(wanted) or "no application/dicom representation"
+            raise NotAcceptable(
+                f"instance {item.sop_instance_uid} (stored as {item.transfer_syntax}) cannot be sent in any "
+                f"accepted transfer syntax ({asked}); this server sends multipart/related; "
+                f'type="application/dicom" with transfer-syntax=* (as stored) or one of: {", ".join(TARGET_SYNTAXES)}')
+
+
+def _batches(held: list[Held], wanted: list[str]) -> list[list[Held]]:
+    """Consecutive stored objects grouped up to BATCH_BYTES; an object larger than that, or one
+    to transcode, is a batch of its own."""
     batches: list[list[Held]] = [[]]
     total = 0
     for item in held:
-        if batches[-1] and total + item.size > BATCH_BYTES:
+        alone = item.size > BATCH_BYTES or not _as_stored(item, wanted)
+        if batches[-1] and (alone or total + item.size > BATCH_BYTES):
             batches.append([])
             total = 0
         batches[-1].append(item)
         total += item.size
-        if item.size > BATCH_BYTES:
+        if alone:
             batches.append([])
             total = 0
     return [batch for batch in batches if batch]
 
 
-def _syntax(item: Held, target: str) -> str:
-    return item.transfer_syntax if target == ANY_TRANSFER_SYNTAX else target
-
-
-def _read_batch(archive, batch: list[Held], target: str, boundary: str, first: Held) -> list[bytes]:
-    """Part heads and bodies of a batch; a large object's body is left for the caller to stream."""
+def _read_batch(archive, batch: list[Held], wanted: list[str], boundary: str, first: Held) -> list[bytes]:
+    """Part heads and bodies of a batch; a large stored object's body is left for the caller to stream."""
     pieces = []
     for item in batch:
-        syntax = _syntax(item, target)
+        syntax, data = item.transfer_syntax, None
+        targets, stored_ok = _plan(item, wanted)
+        if targets:
+            try:
+                syntax, data = _transcoded(archive, item, targets)
+            except CannotTranscode:
+                if not stored_ok:
+                    raise
+        if data is None and (item.size <= BATCH_BYTES or targets):
+            with archive.open_blob(item.blob_key) as handle:
+                data = handle.read()
         pieces.append(part_head(boundary, {"Content-Type": f"{DICOM}; transfer-syntax={syntax}"},
                                 first=item is first))
-        if syntax != item.transfer_syntax:
-            pieces.append(_transcoded(archive, item, syntax))
-        elif item.size <= BATCH_BYTES:
-            with archive.open_blob(item.blob_key) as handle:
-                pieces.append(handle.read())
+        if data is not None:
+            pieces.append(data)
     return pieces
 
 
-def _instance_syntax(choices: list[Choice], held: list[Held]) -> str:
-    """The transfer syntax to send, from the best choice every instance can be served in."""
-    for choice in choices:
-        if choice.part_type not in (DICOM, "*/*", "application/*"):
-            continue
-        # PS3.18 8.7.3.5.2: with no transfer-syntax parameter, the default is Explicit VR LE.
-        wanted = choice.transfer_syntax or EXPLICIT_VR_LITTLE_ENDIAN
-        if wanted == ANY_TRANSFER_SYNTAX or all(can_produce(h.transfer_syntax, wanted) for h in held):
-            return wanted
-    raise NotAcceptable(
-        "none of the accepted representations can be served: this server sends multipart/related; "
-        "type=\"application/dicom\" with transfer-syntax=* (as stored), the stored syntax, "
-        f"{EXPLICIT_VR_LITTLE_ENDIAN} or 1.2.840.10008.1.2")
-
-
-def _transcoded(archive, item: Held, syntax: str) -> bytes:
+def _transcoded(archive, item: Held, targets: list[str]) -> tuple[str, bytes]:
     # Past the first batch the headers are gone: a failure here ends the stream rather than
     # send a corrupt part, and the client sees the body cut short.
     with archive.open_blob(item.blob_key) as handle:
         try:
-            return transcode(handle, syntax)
+            return transcode(handle, targets)
         except CannotTranscode as exc:
-            raise CannotTranscode(f"instance {item.sop_instance_uid}: {exc}") from exc
+            raise type(exc)(f"instance {item.sop_instance_uid}: {exc}") from exc
+
+
+def _instead(exc: CannotTranscode, stored: str) -> str:
+    """A 406 message: why, and what can be served instead (PS3.18 8.7.5)."""
+    instead = f"transfer-syntax=* (as stored, {stored})"
+    if isinstance(exc, CannotEncode):  # it decodes, so the uncompressed form can be sent
+        instead += f" or transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN} (Explicit VR Little Endian)"
+    return f"{exc}; this object can be sent with {instead}"
 
 
 # -- metadata -----------------------------------------------------------------------------------
@@ -175,7 +212,8 @@ async def retrieve_metadata(request: Request) -> Response:
 # -- frames ---------------------------------------------------------------------------------------
 
 async def retrieve_frames(request: Request) -> Response:
-    """PS3.18 10.4.1.1.6: frames of one instance, each a part of its own."""
+    """PS3.18 10.4.1.1.6: frames of one instance, each a part of its own, in the best
+    representation the client accepts that this server can produce."""
     archive = context_of(request).archive
     org, study, series, instance = _scope(request)
     numbers = _frame_numbers(request.path_params["frames"])
@@ -188,33 +226,26 @@ async def retrieve_frames(request: Request) -> Response:
     missing = [n for n in numbers if n > len(frames)]
     if missing:
         raise NotFound(f"instance {instance} has {len(frames)} frame(s); frame {missing[0]} does not exist")
-    part_type, syntax = _frame_representation(accepted(request, OCTET_STREAM), held, layout)
-    boundary = new_boundary()
-
-    def read(number: int) -> bytes:
-        if syntax != held.transfer_syntax and layout["encapsulated"]:
-            with archive.open_blob(held.blob_key) as handle:
-                return decode_frame(handle, number - 1)
-        if layout["deflated"]:
-            with archive.open_blob(held.blob_key) as handle:
-                return decode_frame(handle, number - 1, deflated=True)
-        data = b"".join(archive.read_blob(held.blob_key, offset, length) for offset, length in frames[number - 1])
-        if layout["frame_big_endian"]:
-            data = swap_bytes(data, layout.get("pixel_swap_size", 2))
-        return data
-
-    try:
-        bodies = [await run_in_threadpool(read, number) for number in numbers]
-    except CannotTranscode as exc:
-        raise NotAcceptable(f"{exc}; ask for transfer-syntax=* to receive the frames as stored") from exc
-    label = syntax if layout["encapsulated"] else EXPLICIT_VR_LITTLE_ENDIAN
-    chunks = []
-    for index, data in enumerate(bodies):
-        chunks.append(part_head(boundary, {"Content-Type": f"{part_type}; transfer-syntax={label}"},
-                                first=index == 0))
-        chunks.append(data)
-    chunks.append(closing(boundary))
-    return Response(b"".join(chunks), media_type=related_content_type(part_type, boundary))
+    representations = _frame_representations(accepted(request, OCTET_STREAM), held.transfer_syntax,
+                                              layout["encapsulated"])
+    if not representations:
+        raise NotAcceptable(_frames_served(held.transfer_syntax))
+    refusals = []
+    for part_type, syntax in representations:
+        try:
+            bodies = await run_in_threadpool(_read_frames, archive, held, layout, numbers, syntax)
+        except CannotTranscode as exc:
+            refusals.append(f"{part_type} ({syntax}): {exc}")
+            continue
+        boundary = new_boundary()
+        chunks = []
+        for index, data in enumerate(bodies):
+            chunks.append(part_head(boundary, {"Content-Type": f"{part_type}; transfer-syntax={syntax}"},
+                                    first=index == 0))
+            chunks.append(data)
+        chunks.append(closing(boundary))
+        return Response(b"".join(chunks), media_type=related_content_type(part_type, boundary))
+    raise NotAcceptable("; ".join(refusals) + "; " + _frames_served(held.transfer_syntax))
 
 
 def _frame_numbers(text: str) -> list[int]:
@@ -227,21 +258,55 @@ def _frame_numbers(text: str) -> list[int]:
     return numbers
 
 
-def _frame_representation(choices: list[Choice], held: Held, layout: dict) -> tuple[str, str]:
-    stored = held.transfer_syntax
-    native_type = NATIVE_FRAME_MEDIA_TYPES.get(stored)
+def _frame_representations(choices: list[Choice], stored: str, encapsulated: bool) -> list[tuple[str, str]]:
+    """(part media type, transfer syntax) the frames can be sent in, the client's best first.
+    PS3.18 Table 8.7.3-4: application/octet-stream is uncompressed, Explicit VR Little Endian;
+    with transfer-syntax=* it is the frame as stored. Table 8.7.3-5: a compressed media type
+    with no transfer syntax is the stored one where it has that media type, else the default."""
+    found: list[tuple[str, str]] = []
     for choice in choices:
+        wanted = choice.transfer_syntax
         if choice.part_type in (OCTET_STREAM, "*/*", "application/*"):
-            wanted = choice.transfer_syntax or EXPLICIT_VR_LITTLE_ENDIAN
-            if wanted == ANY_TRANSFER_SYNTAX or wanted == stored:
-                return OCTET_STREAM, stored if layout["encapsulated"] else EXPLICIT_VR_LITTLE_ENDIAN
-            if wanted == EXPLICIT_VR_LITTLE_ENDIAN:
-                return OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN
-        elif native_type and choice.part_type == native_type and choice.transfer_syntax in (None, "*", stored):
-            return native_type, stored
-    raise NotAcceptable(
-        f"frames of this instance (stored as {stored}) are served as application/octet-stream "
-        f"(transfer-syntax=* or {EXPLICIT_VR_LITTLE_ENDIAN})" + (f" or {native_type}" if native_type else ""))
+            if wanted in (ANY_TRANSFER_SYNTAX, stored) and encapsulated:
+                found.append((OCTET_STREAM, stored))
+            elif wanted in (None, ANY_TRANSFER_SYNTAX, stored, EXPLICIT_VR_LITTLE_ENDIAN):
+                found.append((OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN))
+        elif choice.part_type in FRAME_MEDIA_TYPE_SYNTAXES:
+            syntaxes = FRAME_MEDIA_TYPE_SYNTAXES[choice.part_type]
+            if wanted in (None, ANY_TRANSFER_SYNTAX):
+                wanted = stored if stored in syntaxes else syntaxes[0]
+            if wanted in syntaxes and (wanted == stored or can_encode(wanted)):
+                found.append((choice.part_type, wanted))
+    return list(dict.fromkeys(found))
+
+
+def _frames_served(stored: str) -> str:
+    """What the frames of an instance stored in `stored` can be asked for in (PS3.18 8.7.5)."""
+    offers = [f'type="{OCTET_STREAM}" with transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN} (uncompressed) or *']
+    if stored in NATIVE_FRAME_MEDIA_TYPES:
+        offers.append(f'type="{NATIVE_FRAME_MEDIA_TYPES[stored]}" (as stored, {stored})')
+    for media, syntaxes in FRAME_MEDIA_TYPE_SYNTAXES.items():
+        encoded = [syntax for syntax in syntaxes if syntax != stored and can_encode(syntax)]
+        if encoded:
+            offers.append(f'type="{media}" with transfer-syntax={" or ".join(encoded)} (transcoded)')
+    return "frames of this instance are served as multipart/related; " + "; ".join(offers)
+
+
+def _read_frames(archive, held: Held, layout: dict, numbers: list[int], syntax: str) -> list[bytes]:
+    """The frames' bytes in `syntax`: as stored where that is the stored syntax (a compressed
+    frame's fragments, PS3.5 A.4), native little endian pixels for Explicit VR Little Endian,
+    else transcoded."""
+    frames = layout["frames"]
+    stored = held.transfer_syntax == syntax and layout["encapsulated"]
+    native = syntax == EXPLICIT_VR_LITTLE_ENDIAN and not layout["encapsulated"] and not layout["deflated"]
+    if stored or native:
+        bodies = [b"".join(archive.read_blob(held.blob_key, offset, length) for offset, length in frames[n - 1])
+                  for n in numbers]
+        if native and layout["frame_big_endian"]:
+            bodies = [swap_bytes(data, layout.get("pixel_swap_size", 2)) for data in bodies]
+        return bodies
+    with archive.open_blob(held.blob_key) as handle:
+        return transcoded_frames(handle, [n - 1 for n in numbers], syntax)
 
 
 # -- bulk data ------------------------------------------------------------------------------------

@@ -76,6 +76,49 @@ ROUTE_POLICIES: dict[str, dict[str, Policy]] = {
     "/login/callback": {"GET": PUBLIC},
     "/logout": {"POST": SIGNED_IN},
     "/static/{path:path}": {"GET": PUBLIC},  # the portal's own CSS and JavaScript, no patient data
+    "/viewer/{org}/studies/{study}": {"GET": page_needs(Permission.RETRIEVE)},  # the built-in viewer: a retrieve
+    # issue 6: an organisation's audit trail and admin pages (portal/audit_page.py, portal/admin.py)
+    "/orgs/{org}/audit": {"GET": page_needs(Permission.READ_AUDIT)},
+    "/orgs/{org}/admin": {"GET": page_needs(Permission.MANAGE)},
+    "/orgs/{org}/admin/members": {"POST": page_needs(Permission.MANAGE)},
+    "/orgs/{org}/admin/retention": {"POST": page_needs(Permission.MANAGE)},
+    "/orgs/{org}/admin/keys": {"GET": page_needs(Permission.MANAGE), "POST": page_needs(Permission.MANAGE)},
+    "/orgs/{org}/admin/keys/{key_id}/revoke": {"POST": page_needs(Permission.MANAGE)},
+    "/orgs/{org}/admin/forwarding": {"GET": page_needs(Permission.MANAGE), "POST": page_needs(Permission.MANAGE)},
+    "/orgs/{org}/admin/forwarding/{rule}/delete": {"POST": page_needs(Permission.MANAGE)},
+    "/orgs/{org}/admin/webhooks": {"GET": page_needs(Permission.MANAGE), "POST": page_needs(Permission.MANAGE)},
+    "/orgs/{org}/admin/webhooks/{webhook}/delete": {"POST": page_needs(Permission.MANAGE)},
+    "/orgs/{org}/admin/usage": {"GET": page_needs(Permission.MANAGE)},
+    "/orgs/{org}/admin/patient-access": {"GET": page_needs(Permission.MANAGE), "POST": page_needs(Permission.MANAGE)},
+    "/orgs/{org}/admin/patient-access/{link}/revoke": {"POST": page_needs(Permission.MANAGE)},
+    # A patient access link (portal/patient_access.py): the token in the URL is the credential,
+    # a bad one is 404 and an expired or revoked one 410; the DICOMweb subset is read-only.
+    "/access/{token}": {"GET": PUBLIC},
+    "/access/{token}/download": {"GET": PUBLIC},
+    "/access/{token}/dicomweb/studies/{study}/metadata": {"GET": PUBLIC},
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/metadata": {"GET": PUBLIC},
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}": {"GET": PUBLIC},
+    "/access/{token}/dicomweb/studies/{study}/thumbnail": {"GET": PUBLIC},
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/thumbnail": {"GET": PUBLIC},
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail": {"GET": PUBLIC},
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered": {"GET": PUBLIC},
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered":
+        {"GET": PUBLIC},
+    # issue 6: the clinician's journey (portal/home.py, inbox.py, transfer_page.py, send.py, sent.py)
+    "/": {"GET": page_needs(None)},  # the home: to the inbox, or choose the organisation to act for
+    "/orgs/{org}/inbox": {"GET": page_needs(Permission.SEARCH)},
+    "/orgs/{org}/inbox/rows": {"GET": page_needs(Permission.SEARCH)},
+    "/orgs/{org}/sent": {"GET": page_needs(Permission.SEARCH)},
+    "/orgs/{org}/transfers/{transfer}": {"GET": page_needs(Permission.SEARCH)},
+    "/orgs/{org}/transfers/{transfer}/viewed": {"POST": page_needs(Permission.RETRIEVE)},  # opens the images
+    "/orgs/{org}/transfers/{transfer}/reports/{instance}": {"GET": page_needs(Permission.RETRIEVE)},
+    "/orgs/{org}/transfers/{transfer}/import": {"POST": page_needs(Permission.STORE)},
+    "/orgs/{org}/transfers/{transfer}/reject": {"POST": page_needs(Permission.SEND)},
+    "/orgs/{org}/transfers/{transfer}/retain": {"POST": page_needs(Permission.SEND)},
+    "/orgs/{org}/transfers/{transfer}/release": {"POST": page_needs(Permission.SEND)},
+    "/orgs/{org}/transfers/{transfer}/forward": {"POST": page_needs(Permission.SEND)},
+    "/orgs/{org}/send": {"GET": page_needs(Permission.SEND), "POST": page_needs(Permission.SEND)},
+    "/orgs/{org}/send/report": {"POST": page_needs(Permission.SEND)},  # a PDF made into a report object
     "/api/me": {"GET": SIGNED_IN},
     "/api/orgs/{org}/keys": {"GET": MANAGE, "POST": MANAGE},
     "/api/orgs/{org}/keys/{key_id}": {"DELETE": MANAGE},
@@ -124,6 +167,15 @@ ROUTE_POLICIES: dict[str, dict[str, Policy]] = {
     _INSTANCE + "/metadata": {"GET": RETRIEVE},
     _INSTANCE + "/frames/{frames}": {"GET": RETRIEVE},
     _INSTANCE + "/bulkdata/{path:path}": {"GET": RETRIEVE},
+    # PS3.18 10.4.1.1.7-8 rendered and thumbnail resources: images of what is held, retrieved
+    _STUDY + "/rendered": {"GET": RETRIEVE},
+    _SERIES + "/rendered": {"GET": RETRIEVE},
+    _INSTANCE + "/rendered": {"GET": RETRIEVE},
+    _INSTANCE + "/frames/{frames}/rendered": {"GET": RETRIEVE},
+    _STUDY + "/thumbnail": {"GET": RETRIEVE},
+    _SERIES + "/thumbnail": {"GET": RETRIEVE},
+    _INSTANCE + "/thumbnail": {"GET": RETRIEVE},
+    _INSTANCE + "/frames/{frames}/thumbnail": {"GET": RETRIEVE},
 }
 
 

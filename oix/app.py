@@ -14,7 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -54,6 +53,7 @@ from exchange.webhooks import Webhooks
 from oix.access import AccessAudit, AccessGate, guard_routes
 from oix.authentication import Authenticator
 from oix.observability import Metrics, RequestLogMiddleware
+from oix.cors import cors_middleware
 from oix.oidc import OidcVerifier
 from oix.pacs import StowPacs
 from oix.security_headers import SecurityHeadersMiddleware
@@ -241,10 +241,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     tls = settings.tls_cert is not None
     middleware = [Middleware(RequestLogMiddleware, metrics=metrics), Middleware(SecurityHeadersMiddleware, tls=tls)]
     if settings.cors_origins:
-        middleware.append(Middleware(
-            CORSMiddleware, allow_origins=list(settings.cors_origins),
-            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"], allow_headers=["*"],
-            expose_headers=["Content-Type", "Content-Length", "Warning", "X-Request-Id"]))
+        middleware.append(cors_middleware(settings.cors_origins))
     app = Starlette(
         routes=routes,
         middleware=middleware,

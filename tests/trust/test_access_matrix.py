@@ -194,3 +194,14 @@ def test_roles_grow_viewer_sender_admin():
     """issue Trust: viewer (search, retrieve), sender (also store and send), admin (everything)."""
     assert ROLE_PERMISSIONS[Role.VIEWER] < ROLE_PERMISSIONS[Role.SENDER] < ROLE_PERMISSIONS[Role.ADMIN]
     assert ROLE_PERMISSIONS[Role.ADMIN] == frozenset(Permission)
+
+
+def test_rendered_images_and_thumbnails_are_retrieves_a_viewer_may_make(tmp_path):
+    """issue 5 (PS3.18 10.4.1.1.7-8): a rendered image or a thumbnail shows the patient's images,
+    so it is a retrieve, which the viewer role may make (the live matrix above checks each caller)."""
+    imaging = [(path, method) for path, method in app_routes(tmp_path)
+               if path.startswith("/dicomweb/{org}/studies/") and path.endswith(("/rendered", "/thumbnail"))]
+    assert len(imaging) == 8
+    for path, method in imaging:
+        assert least_role(path, method) is Role.VIEWER
+        assert ROUTE_POLICIES[path][method].permission is Permission.RETRIEVE
