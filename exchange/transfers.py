@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 
+import pydicom
+from pydicom.uid import EncapsulatedPDFStorage
 from sqlalchemy import Connection
 
 from exchange.access import SYSTEM_REQUESTER, Requester
@@ -16,7 +18,7 @@ from exchange.archive import Archive, Incoming
 from exchange.audit import AuditAction, AuditEvent, AuditTrail, Outcome
 from exchange.errors import InvalidTransferRequest, NotHeld, TransferStepRefused, UnknownTransfer
 from exchange.organisations import OrganisationDirectory
-from exchange.reports import ReportText, is_report, report_text
+from exchange.reports import MAX_REPORT_BYTES, ReportText, encapsulated_document, is_report, report_text
 from storage.instances import AddOutcome, InstanceRecord
 from storage.tables import Transfer, TransferEvent, TransferStudy, utcnow
 from storage.transfers import TransferFilter, TransferTable
@@ -225,6 +227,20 @@ class Transfers:
         self._read(requester, org, view.transfer, AuditAction.RETRIEVE, f"{len(texts)} report text(s)")
         return texts
 
+    def report_document(self, org: str, transfer_id: str, sop_instance_uid: str, requester: Requester) -> bytes:
+        """The PDF an Encapsulated PDF report of the transfer holds (PS3.3 A.45.1), for a person to
+        open (audited as a retrieve)."""
+        view = self.view(org, transfer_id)
+        for study in view.studies:
+            for held in self.archive.index.held(org, study.study_uid, None, sop_instance_uid):
+                # read whole: a report object is at most MAX_REPORT_BYTES of PDF and a small header
+                if held.sop_class_uid == EncapsulatedPDFStorage and held.size <= MAX_REPORT_BYTES + (1 << 20):
+                    with self.archive.open_blob(held.blob_key) as handle:
+                        document = encapsulated_document(pydicom.dcmread(handle))
+                    self._read(requester, org, view.transfer, AuditAction.RETRIEVE, f"report {sop_instance_uid}")
+                    return document
+        raise NotHeld(f"PDF report {sop_instance_uid} of transfer {transfer_id}")
+
     def read(self, org: str, transfer_id: str, requester: Requester) -> TransferView:
         """One transfer with its history, as a person reads it (audited: it names the patient)."""
         view = self.view(org, transfer_id)
@@ -271,6 +287,14 @@ class Transfers:
     def outbox(self, org: str, where: TransferFilter, limit: int, offset: int,
                requester: Requester) -> tuple[int, list[Transfer]]:
         return self._listing("sender", org, where, limit, offset, requester)
+
+    def inbox_version(self, org: str) -> str:
+        """A token that changes whenever the inbox could show something new: a transfer arrived,
+        grew or changed state. It names no patient, so asking for it is not audited; a client that
+        polls asks for the (audited) list only when it changes."""
+        self.directory.require(org)
+        count, latest = self.table.last_change("destination", org)
+        return f"{count}-{latest.isoformat() if latest else ''}"
 
     def _listing(self, side: str, org: str, where: TransferFilter, limit: int, offset: int,
                  requester: Requester) -> tuple[int, list[Transfer]]:

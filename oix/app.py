@@ -42,6 +42,7 @@ from exchange.api_keys import ApiKeys
 from exchange.archive import Archive
 from exchange.audit import AuditTrail
 from exchange.organisations import OrganisationDirectory
+from exchange.patient_access import PatientAccess
 from exchange.sessions import PortalSessions
 from exchange.imports import Imports
 from exchange.forwarding import Forwarding
@@ -52,8 +53,8 @@ from exchange.usage import Usage
 from exchange.webhooks import Webhooks
 from oix.access import AccessAudit, AccessGate, guard_routes
 from oix.authentication import Authenticator
-from oix.observability import Metrics, RequestLogMiddleware
 from oix.cors import cors_middleware
+from oix.observability import Metrics, RequestLogMiddleware
 from oix.oidc import OidcVerifier
 from oix.pacs import StowPacs
 from oix.security_headers import SecurityHeadersMiddleware
@@ -73,6 +74,7 @@ from storage.database import Database, database_url, sqlite_file
 from storage.instances import InstanceIndex
 from storage.keyring import Keyring
 from storage.organisations import OrganisationTable
+from storage.patient_access import PatientAccessTable
 
 
 @dataclass
@@ -253,4 +255,6 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     app.state.transfers = services.transfers
     app.state.api = ApiContext(services.admin, services.audit)
     app.state.portal = PortalContext(services.accounts, services.sessions, oidc, services.audit, secure_cookies=tls)
+    app.state.patient_access = PatientAccess(PatientAccessTable(services.database), services.archive,
+                                             services.directory, services.audit)
     return app

@@ -386,3 +386,20 @@ class OwnStudy(SQLModel, table=True):
     org: str = Field(foreign_key="organisation.slug", primary_key=True, max_length=64)
     study_uid: str = Field(primary_key=True, max_length=64)
     first_stored_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+# -- patient access (storage/patient_access.py, exchange/patient_access.py) ----------------------
+
+class PatientAccessLink(SQLModel, table=True):
+    """A time-limited link through which a patient sees and downloads their own studies (a
+    subject access request): the URL holds a random token, the index only its SHA-256."""
+
+    link_id: str = Field(primary_key=True, max_length=32)
+    org: str = Field(foreign_key="organisation.slug", max_length=64, index=True)
+    patient_id: str = Field(max_length=64)
+    study_uids: str  # the studies the link opens, space-separated, fixed when it is created
+    token_sha256: str = Field(max_length=64, unique=True)
+    created_by: str = ""
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))

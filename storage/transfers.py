@@ -124,6 +124,15 @@ class TransferTable:
                                       .order_by(TRANSFER_EVENT.c.id)).mappings().all()
         return [TransferEvent(**row) for row in rows]
 
+    def last_change(self, side: str, org: str) -> tuple[int, datetime | None]:
+        """How many transfers an organisation has on `side` (destination or sender), and when the
+        latest of them last changed: what a list of them shows changes only with these."""
+        own = TRANSFER.c.destination if side == "destination" else TRANSFER.c.sender
+        with self.database.read() as connection:
+            count, latest = connection.execute(select(func.count(), func.max(TRANSFER.c.updated_at))
+                                               .where(own == org)).one()
+        return count, latest
+
     def listing(self, side: str, org: str, where: TransferFilter, limit: int, offset: int) -> tuple[int, list[Transfer]]:
         """An organisation's inbox (`side` destination) or outbox (sender): emergencies first,
         then urgent, then routine; oldest first within each."""

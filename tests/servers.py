@@ -83,11 +83,13 @@ class OixServer:
         self.orgs.append(slug)
         return slug
 
-    def cli(self, *args: str) -> str:
+    def cli(self, *args: str, stdin: str = "") -> str:
         """Run an `oix` command on this server's storage in this process (a new interpreter
-        costs ~1.5 s) and return what it printed; fails the test if the command does."""
+        costs ~1.5 s) and return what it printed; fails the test if the command does. `stdin`
+        is what the command reads from standard input (a password)."""
         import contextlib
         import io
+        import sys
 
         from oix.cli import main as oix_main
 
@@ -95,8 +97,12 @@ class OixServer:
         if self.database_url:
             flags += ["--database", self.database_url]
         printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):
-            status = oix_main([*args, *flags])
+        saved_stdin, sys.stdin = sys.stdin, io.StringIO(stdin)
+        try:
+            with contextlib.redirect_stdout(printed):
+                status = oix_main([*args, *flags])
+        finally:
+            sys.stdin = saved_stdin
         if status != 0:
             raise RuntimeError(f"oix {' '.join(args)} failed ({status})")
         return printed.getvalue()

@@ -5,14 +5,13 @@ browser contexts signed in through the real sign-in form."""
 from __future__ import annotations
 
 import secrets
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from tests.browser import browser  # noqa: F401  (the session's Chromium, a fixture)
-from tests.servers import CLI_TIMEOUT_SECONDS, OixServer, new_org_slug, oix_command, start_server, stop_server
+from tests.servers import OixServer, new_org_slug, start_server, stop_server
 
 PASSWORD = "a long enough passphrase"
 PAGE_TIMEOUT_MS = 15_000
@@ -46,10 +45,8 @@ class Portal:
 
 def add_account(server: OixServer, org: str, role: str, name: str) -> Account:
     account = Account(f"{role}-{org}-{secrets.token_hex(3)}".lower(), name, org, role)
-    subprocess.run([*oix_command(), "user", "add", account.username, "--name", account.name, "--org", org,
-                    "--role", role], env={"OIX_DATA_DIR": str(server.data_dir), "PATH": "/usr/bin:/bin"},
-                   input=account.password + "\n", capture_output=True, text=True, check=True,
-                   timeout=CLI_TIMEOUT_SECONDS)
+    server.cli("user", "add", account.username, "--name", account.name, "--org", org, "--role", role,
+               stdin=account.password + "\n")
     return account
 
 

@@ -36,12 +36,23 @@ def answered_when_allowed(path: str, method: str) -> int:
     """What the route itself answers when the caller may use it (the matrix's requests name
     studies no one holds and carry no bodies)."""
     public = {"/login": {"GET": 200, "POST": 400}, "/login/oidc": {"GET": 302}, "/login/callback": {"GET": 400}}
+    if path.startswith("/access/"):
+        return 404  # issue 6: no patient access link has the matrix's token
+    if path.startswith("/orgs/{org}/admin") and method == "POST":
+        # issue 6: no such key, rule, webhook or link to revoke or remove; an empty form otherwise
+        return 404 if path.endswith(("/revoke", "/delete")) else 400
+    if path == "/":
+        return 303  # issue 6: the portal's home sends a person of one organisation to its inbox
+    if path.startswith("/orgs/{org}/send") and method == "POST":
+        return 400  # issue 6: no studies chosen, no PDF given
     if path in public:
         return public[path][method]
     if path == "/logout":
         return 303
     if path == "/static/{path:path}":
         return 404  # no such file
+    if path == "/viewer/{org}/studies/{study}":
+        return 404  # the viewer's page for a study nobody holds
     if path.startswith("/dicomweb/"):
         if method == "POST":  # STOW-RS, to the organisation's own root or an outbox
             return 415  # no multipart/related body
@@ -59,6 +70,19 @@ def answered_when_allowed(path: str, method: str) -> int:
 
 PUBLIC_PATHS = {"/healthz", "/metrics", "/conformance", "/conformance.json", "/login", "/login/oidc",
                 "/login/callback", "/static/{path:path}"}
+# issue 6: a patient access link's page, ZIP and read-only DICOMweb subset: the token is the credential
+PATIENT_ACCESS_PATHS = {
+    "/access/{token}", "/access/{token}/download",
+    "/access/{token}/dicomweb/studies/{study}/metadata",
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/metadata",
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+    "/access/{token}/dicomweb/studies/{study}/thumbnail",
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/thumbnail",
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/instances/{instance}/rendered",
+    "/access/{token}/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+}
+PUBLIC_PATHS |= PATIENT_ACCESS_PATHS
 
 
 def is_page(path: str) -> bool:
@@ -77,6 +101,8 @@ def least_role(path: str, method: str) -> Role | None | str:
         return None  # any signed-in caller: who am I, the directory
     if path == "/api/orgs/{org}":
         return Role.ADMIN  # changing the organisation's details
+    if path.startswith("/orgs/{org}/admin"):
+        return Role.ADMIN  # issue 6: members, keys, rules, webhooks, retention, usage, patient access
     admin_paths = ("/keys", "/keys/{key_id}", "/audit", "/webhooks", "/webhooks/{webhook}", "/forwarding",
                    "/forwarding/{rule}")
     if path.endswith(admin_paths) or method == "DELETE":
@@ -87,6 +113,12 @@ def least_role(path: str, method: str) -> Role | None | str:
         return Role.SENDER  # keeping received copies past retention: a records decision, as sending
     if path.endswith("/usage"):
         return Role.VIEWER  # counts per month, no patient data
+    if path.startswith("/viewer/"):
+        return Role.VIEWER  # issue 5: the built-in viewer shows a study's images, a retrieve
+    if path == "/":
+        return None  # issue 6: the portal's home, for anyone signed in
+    if path.startswith("/orgs/{org}/send"):
+        return Role.SENDER  # issue 6: the Send page is for sending
     return Role.SENDER if method == "POST" and not path.endswith("/viewed") else Role.VIEWER
 
 
@@ -109,7 +141,8 @@ def concrete(path: str) -> str:
               "{rule}": "999999",
               "{study}": f"2.25.{secrets.randbits(96)}", "{series}": f"2.25.{secrets.randbits(96)}",
               "{instance}": f"2.25.{secrets.randbits(96)}", "{frames}": "1", "{path:path}": "7FE00010",
-              "{key_id}": "0000000000000000"}
+              "{key_id}": "0000000000000000",
+              "{token}": secrets.token_urlsafe(32), "{link}": "0000000000000000"}
     for name, value in values.items():
         path = path.replace(name, value)
     return path
