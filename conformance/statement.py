@@ -130,6 +130,15 @@ CHOICES: tuple[Choice, ...] = (
            "sample's error accordingly, JPEG 2000 aims OpenJPEG's rate allocation at {jpeg2000_psnr} dB. "
            "The result carries Lossy Image Compression 01 and its method and ratio after any earlier ones.",
            "dcm4chee and Orthanc take a fixed quality or ratio from their configuration."),
+    Choice("Decoded colour and lossy history", "PS3.5 8.2.1, PS3.3 C.7.6.3.1.2, C.7.6.1.1.5",
+           "Colour pixel data decoded from a compressed syntax (YBR_FULL_422 JPEG, YBR_ICT/RCT JPEG 2000) is "
+           "sent RGB, colour-by-pixel, as a retrieved instance then says (Photometric Interpretation RGB); "
+           "the metadata describes the object as stored. An object stored in a syntax that is always lossy "
+           "(JPEG baseline or extended, JPEG-LS near-lossless) that does not say so gets Lossy Image "
+           "Compression 01 with the method and ratio when decoded. A frame larger than 8192 x 8192 x 3 "
+           "samples of 16 bits, or a whole object over 1 GiB decoded, is not decoded (406): it is served "
+           "as stored.",
+           "Orthanc decodes through DCMTK, which also converts to RGB; dcm4chee the same."),
     Choice("Transfer syntax of each instance", "PS3.18 8.7.5, 8.7.3.5.2",
            "Accept may list several transfer syntaxes with q-values: each instance comes in the best one "
            "it can be written in (its part's Content-Type says which), so transfer-syntax=* at a lower q "

@@ -11,7 +11,6 @@ from starlette.requests import Request
 from dicomweb.multipart import MediaType, split_unquoted
 
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 ANY_TRANSFER_SYNTAX = "*"
 
 # PS3.18 Table 8.7.3-5: the media types of compressed frames, each with its transfer syntaxes,

@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from dicomweb.context import context_of, service_root
-from dicomweb.errors import BadRequest, NotAcceptable, NotFound
+from dicomweb.errors import BadRequest, NotAcceptable
 from dicomweb.multipart import closing, new_boundary, part_head, related_content_type
 from dicomweb.negotiation import accepted
 from dicomweb.rendering import (
@@ -30,7 +30,8 @@ from dicomweb.rendering import (
     WindowFunction,
     render,
 )
-from dicomweb.wado import INSTANCE, SERIES, STUDY, _frame_numbers
+from dicomweb.transcode import decoding
+from dicomweb.wado import INSTANCE, SERIES, STUDY, frame_numbers
 from exchange.archive import Archive
 from oix.access import requester_of
 from storage.instances import Held
@@ -116,13 +117,13 @@ async def _images(request: Request, what: str) -> list[tuple[Held, int | None]]:
     nothing the answer is 406."""
     params = request.path_params
     frames = params.get("frames")
-    numbers = _frame_numbers(frames) if frames is not None else None
+    if frames is not None:
+        frame_numbers(frames, None)  # a malformed list is refused before anything is read
     held = await run_in_threadpool(context_of(request).archive.held, params["org"], requester_of(request),
                                    f"{what} frames {frames}" if frames else what, params["study"],
                                    params.get("series"), params.get("instance"), True)
-    if numbers is not None:
-        _require_frames(held[0], numbers)
-        return [(held[0], number) for number in numbers]
+    if frames is not None:
+        return [(held[0], number) for number in frame_numbers(frames, held[0])]
     images = [(item, None) for item in held if _frame_count(item)]
     if images:
         return images
@@ -135,13 +136,6 @@ async def _images(request: Request, what: str) -> list[tuple[Held, int | None]]:
 
 def _frame_count(item: Held) -> int:
     return len(orjson.loads(item.layout)["frames"])
-
-
-def _require_frames(item: Held, numbers: list[int]) -> None:
-    count = _frame_count(item)
-    missing = [number for number in numbers if number > count]
-    if missing:
-        raise NotFound(f"instance {item.sop_instance_uid} has {count} frame(s); frame {missing[0]} does not exist")
 
 
 async def _single(archive: Archive, item: Held, number: int | None, rendering: Rendering) -> Response:
@@ -172,7 +166,7 @@ async def _related(request: Request, archive: Archive, images: list[tuple[Held, 
         for item, number in pending:
             try:
                 data = await _rendered(archive, item, number, rendering)
-            except NotAcceptable:
+            except (NotAcceptable, BadRequest):  # past the 200: an image that cannot be shown is left out
                 continue
             yield _part_head(boundary, root, item, number, rendering, False) + data
         yield closing(boundary)
@@ -197,7 +191,7 @@ async def _rendered(archive: Archive, item: Held, number: int | None, rendering:
     if body is None:
         deflated = orjson.loads(item.layout)["deflated"]
         try:
-            body = await run_in_threadpool(_render_blob, archive, item.blob_key, index, rendering, deflated)
+            body = await decoding(_render_blob, archive, item.blob_key, index, rendering, deflated)
         except CannotRender as exc:
             raise NotAcceptable(f"instance {item.sop_instance_uid} cannot be rendered: {exc}; retrieve it as "
                                 "application/dicom with transfer-syntax=* instead") from exc

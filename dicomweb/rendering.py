@@ -16,6 +16,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, pixel_array
 
+from dicomweb.transcode import TooLargeToDecode, require_decodable
+
 # PS3.18 8.7.4: the rendered media types served, with Pillow's name for each format.
 MEDIA_TYPES = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
 DEFAULT_MEDIA_TYPE = "image/jpeg"  # PS3.18 8.7.4: the default rendered media type for images
@@ -112,6 +114,13 @@ def render(source: BinaryIO, index: int, rendering: Rendering, deflated: bool = 
 def decode(source: BinaryIO, index: int, deflated: bool = False) -> tuple[Dataset, np.ndarray]:
     """The attributes rendering needs and frame `index`, decoded; YBR colour comes as RGB.
     Only the frame's bytes are read where pydicom can, so memory follows one frame."""
+    try:
+        require_decodable(pydicom.dcmread(source, stop_before_pixels=True), whole_object=False)
+    except TooLargeToDecode as exc:
+        raise CannotRender(str(exc)) from exc
+    except Exception:
+        pass  # what cannot be read here is reported by the decoding below
+    source.seek(0)
     if not deflated:  # pixel_array reads files itself but does not inflate (PS3.5 A.5)
         try:
             dataset = Dataset()

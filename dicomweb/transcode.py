@@ -5,11 +5,16 @@ one object at a time, so memory follows the largest object, not the study."""
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
+
+import anyio
+import anyio.to_thread
 
 import numpy as np
 import pydicom
@@ -38,6 +43,41 @@ from dicomweb.part10 import SWAP_SIZES, pixel_swap_size, swap_bytes
 # the bound is certain; OpenJPEG's rate allocation for JPEG 2000 is aimed at 50 dB, which
 # leaves it above 45 dB on every image of the corpora (tests/dicomweb/test_transcoding.py).
 LOSSY_PSNR_DB = 45.0
+# What one request may decode (a few KB of JPEG 2000 can claim 65535 x 65535 x 3 x 16 bits):
+# a frame up to 8192 x 8192 samples x 3 (beyond any CT, MR, CR or DX image; whole-slide images
+# are tiled), a whole object up to 1 GiB decoded. Past that, the stored bytes are what is served.
+MAX_DECODED_FRAME_BYTES = 8192 * 8192 * 3 * 2
+MAX_DECODED_OBJECT_BYTES = 1 << 30
+# Decoding and encoding hold a core each (OpenJPEG keeps the GIL): at most one per core at once,
+# so they queue here instead of taking every thread of the pool that file reads and the index use.
+DECODING = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+T = TypeVar("T")
+
+
+async def decoding(function: Callable[..., T], *args: Any) -> T:
+    """`function(*args)` in a worker thread, one of at most DECODING's at once."""
+    return await anyio.to_thread.run_sync(functools.partial(function, *args), limiter=DECODING)
+
+
+class TooLargeToDecode(Exception):
+    pass
+
+
+def require_decodable(dataset: Dataset, whole_object: bool) -> None:
+    """Refuse, before decoding, pixel data larger decoded than MAX_DECODED_*_BYTES (PS3.3
+    C.7.6.3: Rows x Columns x Samples per Pixel x Bits Allocated, times Number of Frames)."""
+    try:
+        frame = (int(dataset.get("Rows") or 0) * int(dataset.get("Columns") or 0)
+                 * int(dataset.get("SamplesPerPixel") or 1) * math.ceil(int(dataset.get("BitsAllocated") or 8) / 8))
+        frames = int(dataset.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return  # the decoder reports malformed pixel module values itself
+    if frame > MAX_DECODED_FRAME_BYTES:
+        raise TooLargeToDecode(f"a frame is {frame} bytes decoded, more than the {MAX_DECODED_FRAME_BYTES} this "
+                               "server decodes")
+    if whole_object and frame * frames > MAX_DECODED_OBJECT_BYTES:
+        raise TooLargeToDecode(f"the object is {frame * frames} bytes decoded, more than the "
+                               f"{MAX_DECODED_OBJECT_BYTES} this server decodes at once; ask for its frames")
 JPEG2000_PSNR_DB = 50.0
 
 
@@ -117,6 +157,7 @@ def transcode(source: BinaryIO, targets: Sequence[str]) -> tuple[str, bytes]:
     that syntax. The SOP Instance UID stays (PS3.18 8.7.3.5)."""
     try:
         dataset = pydicom.dcmread(source)
+        require_decodable(dataset, whole_object=True)
         for _element in dataset.iterall():
             pass  # converts every raw element: implicit VR data labelled explicit gets its VRs here
         _decode(dataset)
@@ -152,9 +193,23 @@ class _Decoded:
         return self._pixels
 
 
+# Stored syntaxes that are lossy whatever their parameters (PS3.5 A.4: JPEG baseline and
+# extended, JPEG-LS near-lossless; JPEG 2000 and HTJ2K may be either, so they are not named),
+# and the PS3.3 C.7.6.1.1.5.1 method of each: decoded, the object still says it was lossy.
+LOSSY_METHODS = {"1.2.840.10008.1.2.4.50": "ISO_10918_1", "1.2.840.10008.1.2.4.51": "ISO_10918_1",
+                 "1.2.840.10008.1.2.4.81": "ISO_14495_1"}
+
+
 def _decode(dataset: Dataset) -> None:
     """Pixel Data decoded in place, native Explicit VR Little Endian (PS3.5 8.1)."""
     stored = UID(dataset.file_meta.TransferSyntaxUID)
+    method = LOSSY_METHODS.get(stored)
+    if method and not dataset.get("LossyImageCompression") and "PixelData" in dataset:
+        # Many lossy objects do not say they are: once decoded, nothing else would tell (PS3.3
+        # C.7.6.1.1.5). The ratio is the decoded size to the stored bytes.
+        stored_bytes = len(dataset.PixelData) or 1
+        decoded_bytes = get_expected_length(dataset, "bytes")
+        _record_lossy(dataset, method, decoded_bytes / stored_bytes)
     if stored.is_compressed:
         # The same instance in another transfer syntax keeps its SOP Instance UID (PS3.18 8.7.3.5).
         dataset.decompress(generate_instance_uid=False)
@@ -250,6 +305,7 @@ def transcoded_frames(source: BinaryIO, indices: list[int], target: str) -> list
     try:
         # A Dataset, not the file: pydicom's frame reader does not inflate a deflated dataset (PS3.5 A.5).
         dataset = pydicom.dcmread(source)
+        require_decodable(dataset, whole_object=False)
         decoder = get_decoder(dataset.file_meta.TransferSyntaxUID)
     except Exception as exc:
         raise CannotTranscode(f"the stored object cannot be decoded: {exc}") from exc

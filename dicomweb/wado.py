@@ -34,6 +34,7 @@ from dicomweb.transcode import (
     CannotEncode,
     CannotTranscode,
     can_encode,
+    decoding,
     transcode,
     transcoded_frames,
 )
@@ -216,16 +217,12 @@ async def retrieve_frames(request: Request) -> Response:
     representation the client accepts that this server can produce."""
     archive = context_of(request).archive
     org, study, series, instance = _scope(request)
-    numbers = _frame_numbers(request.path_params["frames"])
+    frame_list = request.path_params["frames"]
+    frame_numbers(frame_list, None)  # a malformed list is refused before anything is read
     held = (await run_in_threadpool(archive.held, org, requester_of(request), _what(request), study, series,
                                     instance, True))[0]
     layout = orjson.loads(held.layout)
-    frames = layout["frames"]
-    if not frames:
-        raise NotFound(f"instance {instance} has no pixel data frames")
-    missing = [n for n in numbers if n > len(frames)]
-    if missing:
-        raise NotFound(f"instance {instance} has {len(frames)} frame(s); frame {missing[0]} does not exist")
+    numbers = frame_numbers(frame_list, held)
     representations = _frame_representations(accepted(request, OCTET_STREAM), held.transfer_syntax,
                                               layout["encapsulated"])
     if not representations:
@@ -233,7 +230,7 @@ async def retrieve_frames(request: Request) -> Response:
     refusals = []
     for part_type, syntax in representations:
         try:
-            bodies = await run_in_threadpool(_read_frames, archive, held, layout, numbers, syntax)
+            bodies = await decoding(_read_frames, archive, held, layout, numbers, syntax)
         except CannotTranscode as exc:
             refusals.append(f"{part_type} ({syntax}): {exc}")
             continue
@@ -248,13 +245,27 @@ async def retrieve_frames(request: Request) -> Response:
     raise NotAcceptable("; ".join(refusals) + "; " + _frames_served(held.transfer_syntax))
 
 
-def _frame_numbers(text: str) -> list[int]:
+def frame_numbers(text: str, held: Held | None) -> list[int]:
+    """The 1-based frame numbers of a frame list (PS3.18 10.4.1.1.6), checked against the
+    instance `held` if given: each must exist, and a list may not name more frames than the
+    instance has (repeats would multiply the work of one request)."""
     try:
         numbers = [int(piece) for piece in text.split(",") if piece.strip()]
     except ValueError:
         raise BadRequest(f"frame list '{text}' is not comma-separated frame numbers (1-based)") from None
     if not numbers or any(n < 1 for n in numbers):
         raise BadRequest(f"frame list '{text}' must name frames numbered from 1")
+    if held is None:
+        return numbers
+    count = len(orjson.loads(held.layout)["frames"])
+    if not count:
+        raise NotFound(f"instance {held.sop_instance_uid} has no pixel data frames")
+    missing = [n for n in numbers if n > count]
+    if missing:
+        raise NotFound(f"instance {held.sop_instance_uid} has {count} frame(s); frame {missing[0]} does not exist")
+    if len(numbers) > count:
+        raise BadRequest(f"frame list '{text}' names {len(numbers)} frames; instance {held.sop_instance_uid} has "
+                         f"{count}: name each frame once")
     return numbers
 
 

@@ -59,6 +59,16 @@ def route_label(scope: Scope) -> str:
     return "/" + parts[0] if parts and parts[0] else "/"
 
 
+def logged_path(scope: Scope) -> str:
+    """The path as the request log records it: a patient access link's token is its credential
+    (only its hash is stored), so it never reaches a log."""
+    path = scope.get("path", "")
+    if path.startswith("/access/"):
+        rest = path[len("/access/"):].partition("/")
+        return "/access/{token}" + (rest[1] + rest[2] if rest[1] else "")
+    return path
+
+
 REQUEST_ID = "oix.request_id"  # the ASGI scope key holding the request's id
 
 
@@ -103,7 +113,7 @@ class RequestLogMiddleware:
             self.metrics.bytes_received.labels(route).inc(state["received"])
             self.metrics.bytes_sent.labels(route).inc(state["sent"])
             log.info(orjson.dumps({
-                "request_id": request_id, "method": method, "path": scope.get("path"),
+                "request_id": request_id, "method": method, "path": logged_path(scope),
                 "status": state["status"], "ms": round(elapsed * 1000, 2),
                 "received": state["received"], "sent": state["sent"],
                 "client": (scope.get("client") or ["", 0])[0],

@@ -130,6 +130,7 @@ class DecryptingReader(io.RawIOBase):
     end of every read) can be trusted; each other segment when first read."""
 
     def __init__(self, path: Path, keyring: Keyring):
+        self.name = str(path)  # as a file object has: readers such as pydicom's name their source by it
         self._fd = -1
         self._fd = os.open(path, os.O_RDONLY)
         try:

@@ -88,9 +88,11 @@ def npm_package(name: str) -> Path:
     return target / "package"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator:
-    """Headless Chromium under playwright (its own browser downloads are never used)."""
+    """Headless Chromium under playwright (its own browser downloads are never used). One per
+    test module: playwright's synchronous API runs an event loop in the test thread while it is
+    open, which the asyncio tests of other modules must not find running."""
     executable = chromium_executable()
     try:
         from playwright.sync_api import sync_playwright

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from oix.observability import route_label
+from oix.observability import logged_path, route_label
 from tests.dicomweb_requests import make_study, stow
 
 
@@ -79,6 +79,17 @@ def test_every_response_carries_a_request_id(server, http):
 ])
 def test_route_labels_replace_identifiers_by_their_role(path, label):
     assert route_label({"path": path}) == label
+
+
+@pytest.mark.parametrize(("path", "logged"), [
+    ("/access/s3cr3t-t0ken", "/access/{token}"),
+    ("/access/s3cr3t-t0ken/download", "/access/{token}/download"),
+    ("/access/s3cr3t-t0ken/dicomweb/studies/1.2/metadata", "/access/{token}/dicomweb/studies/1.2/metadata"),
+    ("/dicomweb/RJ1/studies", "/dicomweb/RJ1/studies"),
+])
+def test_a_patient_access_token_never_reaches_the_request_log(path, logged):
+    """The token of a patient access link is its credential; only its hash is kept (PS3.15)."""
+    assert logged_path({"path": path}) == logged
 
 
 def test_each_request_writes_one_structured_log_line(tmp_path, caplog):

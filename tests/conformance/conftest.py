@@ -56,7 +56,7 @@ def store_instances(service_root: str):
 @pytest.fixture(scope="session")
 def stored_mr_instance(service_root: str) -> str:
     """The path below the service root of one MR instance stored for these tests."""
-    spec = StudySpec(modality="MR", rows=16, columns=16)
+    spec = StudySpec(modality="MR", rows=64, columns=64)  # JPEG 2000 (OpenJPEG) encodes 32 px and up
     series_uid, sop_uid = new_uid(), new_uid()
     response = store(service_root, synthetic_instance(spec, series_uid, 1, 1, sop_uid))
     assert response.status_code == 200, response.text

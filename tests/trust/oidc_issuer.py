@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
 
@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-STOP_TIMEOUT_SECONDS = 5.0
+from tests.loopback_http import LoopbackHttpServer
+
 REQUEST_SOCKET_TIMEOUT_SECONDS = 5.0
 
 
@@ -112,26 +113,16 @@ class LocalOidcIssuer:
         self.stranger_key = SigningKey.rsa(f"stranger-{secrets.token_hex(4)}")  # never published
         self._published: list[SigningKey] = [self.signing_key, self.ec_key]
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackHttpServer(_handler_for(self), "local-oidc-issuer")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> LocalOidcIssuer:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="local-oidc-issuer", daemon=True)
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            assert self._thread is not None
-            self._thread.join(STOP_TIMEOUT_SECONDS)
-            self._server = None
+        self._http.stop()
 
     def __enter__(self) -> LocalOidcIssuer:
         return self.start()
@@ -143,8 +134,7 @@ class LocalOidcIssuer:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "the issuer is not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._http.url
 
     @property
     def jwks_url(self) -> str:

@@ -238,7 +238,7 @@ def test_frames_decoded_from_an_encrypted_blob_equal_pydicom(encrypted):
     [item] = [s for s in stored if s.name == "pydicom-data/emri_small_jpeg_2k_lossless.dcm"]
     response = httpx.get(f"{item.url(server)}/frames/2", headers={"Accept": "multipart/related; "
                                                                            "type=\"application/octet-stream\""})
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
     [part] = split_related(response.headers["content-type"], response.content)
     assert part.content == item.dataset.pixel_array[1].astype("<u2").tobytes()
 

@@ -7,22 +7,21 @@ from __future__ import annotations
 import os
 import re
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from tests.loopback_http import LoopbackHttpServer
 from tests.browser import browser, npm_package  # noqa: F401  (browser: the session's Chromium, a fixture)
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 OHIF_GUIDE = REPOSITORY / "docs" / "ohif.md"
 DOCUMENTED_ROOT = "https://oix.example.org/dicomweb/RJ1"  # the service root the guide's config names
 REQUEST_SOCKET_TIMEOUT_SECONDS = 10.0
-STOP_TIMEOUT_SECONDS = 5.0
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 VIEWPORT = {"width": 1400, "height": 900}
 
@@ -44,29 +43,18 @@ class OhifSite:
     def __init__(self, dist: Path):
         self.dist = dist
         self.app_config = ""
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackHttpServer(_handler_for(self), "ohif-site")
 
     @property
     def origin(self) -> str:
-        assert self._server is not None, "the site is not started"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self._http.url
 
     def start(self) -> OhifSite:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="ohif-site", daemon=True)
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            assert self._thread is not None
-            self._thread.join(STOP_TIMEOUT_SECONDS)
-            self._server = None
+        self._http.stop()
 
 
 def _handler_for(site: OhifSite) -> type[SimpleHTTPRequestHandler]:
