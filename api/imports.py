@@ -6,6 +6,8 @@ domain), "accession_number", "patient_name", "birth_date", "sex", "nhs_number"} 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,6 +29,24 @@ class ImportFailed(ExchangeError):
     pass
 
 
+def reconciled_records_checker(request: Request) -> Callable[[list], list]:
+    """What an import does with the reconciled objects it wrote: check them as STOW-RS checks
+    what it receives (PS3.18 10.5), so only objects the index can serve are imported. The JSON
+    API and the portal's import form both use it."""
+    context = context_of(request)
+
+    def make_records(writers: list) -> list:
+        parts = [PartToCheck(number, str(writer.path), DICOM, writer.key, writer.size, writer.keyring)
+                 for number, writer in enumerate(writers, start=1)]
+        checked = context.check_parts(parts, None, context.limits.bulk_threshold)
+        failures = [item for item in checked if isinstance(item, Failure)]
+        if failures:
+            raise ImportFailed(f"a reconciled object could not be read back: {failures[0].message}")
+        return checked
+
+    return make_records
+
+
 async def import_transfer(request: Request) -> Response:
     org = request.path_params["org"]
     body = await json_body(request)
@@ -38,21 +58,10 @@ async def import_transfer(request: Request) -> Response:
         accession_number=str(body["accession_number"]) if body.get("accession_number") is not None else None,
         patient_name=str(body.get("patient_name", "")), birth_date=str(body.get("birth_date", "")),
         sex=str(body.get("sex", "")), nhs_number=str(body["nhs_number"]) if body.get("nhs_number") else None)
-    context = context_of(request)
-
-    def make_records(writers: list) -> list:
-        """The reconciled objects checked as STOW checks what it receives (PS3.18 10.5)."""
-        parts = [PartToCheck(number, str(writer.path), DICOM, writer.key, writer.size, writer.keyring)
-                 for number, writer in enumerate(writers, start=1)]
-        checked = context.check_parts(parts, None, context.limits.bulk_threshold)
-        failures = [item for item in checked if isinstance(item, Failure)]
-        if failures:
-            raise ImportFailed(f"a reconciled object could not be read back: {failures[0].message}")
-        return checked
-
     try:
         report = await run_in_threadpool(services.imports.import_transfer, org, request.path_params["transfer"],
-                                         local, body.get("confirm") is True, requester_of(request), make_records)
+                                         local, body.get("confirm") is True, requester_of(request),
+                                         reconciled_records_checker(request))
     except ReconciliationNeeded as needed:
         return json_response({"status": 409, "error": str(needed), "differences": [
             {"attribute": d.attribute.value, "received": d.incoming, "local": d.local} for d in needed.differences]},

@@ -77,14 +77,23 @@ class PatientAccess:
 
     # -- an organisation's admin ----------------------------------------------------------------
 
-    def patients(self, org: str, limit: int = 1000) -> list[str]:
-        """Patient IDs held by `org`, for the admin to pick from."""
+    def patients(self, requester: Requester, org: str, limit: int = 1000) -> list[str]:
+        """Patient IDs held by `org`, for the admin to pick from; a list that names patients is
+        audited as a query (PS3.15 A.5.3.10)."""
         self.directory.require(org)
-        return self.table.patient_ids(org, limit)
+        found = self.table.patient_ids(org, limit)
+        self.audit.record(AuditEvent.for_request(requester, AuditAction.QUERY, org=org, patients=tuple(found),
+                                                 detail=f"patient access: {len(found)} patient(s) held"))
+        return found
 
-    def of_org(self, org: str) -> list[PatientAccessLink]:
+    def of_org(self, requester: Requester, org: str) -> list[PatientAccessLink]:
+        """The organisation's links, each naming its patient: audited as a query too."""
         self.directory.require(org)
-        return self.table.of_org(org, LISTED_LINKS)
+        links = self.table.of_org(org, LISTED_LINKS)
+        self.audit.record(AuditEvent.for_request(
+            requester, AuditAction.QUERY, org=org, patients=tuple(dict.fromkeys(link.patient_id for link in links)),
+            detail=f"patient access: {len(links)} link(s)"))
+        return links
 
     def create(self, requester: Requester, org: str, patient_id: str,
                lifetime: timedelta = DEFAULT_LIFETIME) -> IssuedLink:
@@ -163,6 +172,7 @@ class PatientAccess:
                 with self.archive.open_blob(item.blob_key) as handle:
                     # The DICOMDIR's records need the attributes, not the pixels (PS3.3 F.5).
                     dataset = pydicom.dcmread(handle, stop_before_pixels=True)
+                _complete_record_keys(dataset, len(blobs) + len(unlisted) + 1)
                 try:
                     file_set.add(dataset)
                 except ValueError:  # a SOP Class with no directory record type in PS3.3 F.5
@@ -176,12 +186,27 @@ class PatientAccess:
             for instance in file_set:
                 name = Path(instance.path).relative_to(root).as_posix()
                 self._copy_blob(archive, blobs[instance.SOPInstanceUID], name)  # as stored, not as re-encoded
-            for sop_instance_uid, blob_key in unlisted:
-                self._copy_blob(archive, blob_key, f"{UNLISTED}/{sop_instance_uid}.dcm")
+            for number, (_sop_instance_uid, blob_key) in enumerate(unlisted, start=1):
+                # A PS3.10 8.2 File ID component: at most 8 of A-Z, 0-9 and _.
+                self._copy_blob(archive, blob_key, f"{UNLISTED}/O{number:07d}")
 
     def _copy_blob(self, archive: zipfile.ZipFile, blob_key: str, name: str) -> None:
         with self.archive.open_blob(blob_key) as source, archive.open(name, "w", force_zip64=True) as target:
             shutil.copyfileobj(source, target, 1 << 20)
+
+
+# The directory records' Type 1 keys that are only Type 2 in the objects (PS3.3 F.5.3-F.5.5 vs
+# C.7.2.1, C.7.3.1, C.7.6.1): an empty value would keep the object out of the DICOMDIR, so the
+# record (never the file, which goes out as stored) gets a placeholder, as dcmmkdir +I does.
+RECORD_PLACEHOLDERS = {"StudyID": "0", "StudyDate": "19000101", "StudyTime": "000000", "SeriesNumber": 0}
+
+
+def _complete_record_keys(dataset: pydicom.Dataset, number: int) -> None:
+    for keyword, placeholder in RECORD_PLACEHOLDERS.items():
+        if dataset.get(keyword) in (None, ""):
+            setattr(dataset, keyword, placeholder)
+    if dataset.get("InstanceNumber") in (None, ""):
+        dataset.InstanceNumber = number
 
 
 def _sha256(text: str) -> str:

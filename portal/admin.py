@@ -233,8 +233,8 @@ async def usage_page(request: Request) -> Response:
 async def patient_access_page(request: Request, outcome: dict | None = None) -> Response:
     service = request.app.state.patient_access
     org = request.path_params["org"]
-    links = await run_in_threadpool(service.of_org, org)
-    patients = await run_in_threadpool(service.patients, org)
+    links = await run_in_threadpool(service.of_org, requester_of(request), org)
+    patients = await run_in_threadpool(service.patients, requester_of(request), org)
     outcome = outcome or {}
     return await _admin_page(request, "admin_patient_access.html", {
         "links": [(link, link_state(link)) for link in links], "patients": patients,

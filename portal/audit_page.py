@@ -107,7 +107,8 @@ async def audit_page(request: Request) -> Response:
         records = audit.iterate(org, since, until, **selection.filters)
         return StreamingResponse(iterate_in_threadpool(csv_lines(records)), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition":
-                                          f'attachment; filename="oix-audit-{org}-{now:%Y%m%d}.csv"'})
+                                          f'attachment; filename="oix-audit-{org}-{now:%Y%m%d}.csv"',
+                                          "Cache-Control": "no-store"})
     total, records = (0, []) if until <= since else await run_in_threadpool(_page, audit, org, since, until, selection)
     pages = max(1, -(-total // PAGE_SIZE))
     return await render(request, "audit.html", {

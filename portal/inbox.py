@@ -5,6 +5,7 @@ inbox.js fetches every few seconds so that a new transfer appears without a relo
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import urlencode
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -70,9 +71,9 @@ class InboxQuery:
         return TransferFilter(state=self.state or None, urgency=self.urgency or None, patient_id=self.patient or None)
 
     def link(self, page: int) -> str:
-        parts = [f"{name}={value}" for name, value in (("state", self.state), ("urgency", self.urgency),
-                                                       ("patient", self.patient)) if value]
-        return "?" + "&".join([*parts, f"page={page}"])
+        values = [(name, value) for name, value in (("state", self.state), ("urgency", self.urgency),
+                                                   ("patient", self.patient)) if value]
+        return "?" + urlencode([*values, ("page", str(page))])
 
 
 def listed(transfers: Transfers, org: str, rows: list[Transfer], requester: Requester) -> list[Listed]:

@@ -57,7 +57,9 @@ async def render(request: Request, template: str, context: dict, status: int = 2
         "may_import": bool(org) and principal.may(org, Permission.STORE),
         "is_admin": bool(org) and principal.role_in(org) is Role.ADMIN,
     }
-    return TEMPLATES.TemplateResponse(request, template, {**layout, **context}, status_code=status)
+    # Portal pages name patients: a shared or back-button cache keeps none of them (RFC 9111 5.2.2.5).
+    return TEMPLATES.TemplateResponse(request, template, {**layout, **context}, status_code=status,
+                                      headers={"Cache-Control": "no-store"})
 
 
 def status_of(failure: ExchangeError) -> int:

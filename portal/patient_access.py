@@ -4,6 +4,7 @@ those studies under `/access/{token}/dicomweb`, and a ZIP of them as a DICOM Fil
 
 from __future__ import annotations
 
+import anyio
 import shutil
 import tempfile
 from pathlib import Path
@@ -58,6 +59,11 @@ async def access_page(request: Request) -> Response:
     }, headers=PRIVATE)
 
 
+# A public URL: at most this many ZIPs are built at once (each reads and writes a whole study);
+# more wait their turn instead of filling the disk and the worker threads.
+ZIP_BUILDS = anyio.Semaphore(2)
+
+
 async def download(request: Request) -> Response:
     """The studies as a ZIP holding a DICOM File-set: built in a temporary directory (never the
     whole study in memory), sent as a file, then removed."""
@@ -68,7 +74,8 @@ async def download(request: Request) -> Response:
     directory = Path(tempfile.mkdtemp(prefix="oix-access-"))
     archive_path = directory / "studies.zip"
     try:
-        await run_in_threadpool(_service(request).write_file_set, opened, directory, archive_path)
+        async with ZIP_BUILDS:
+            await run_in_threadpool(_service(request).write_file_set, opened, directory, archive_path)
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise

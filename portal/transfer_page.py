@@ -13,9 +13,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from api.imports import ImportFailed
-from dicomweb.checks import Failure, PartToCheck
-from dicomweb.context import context_of
+from api.imports import reconciled_records_checker
 from exchange.errors import ExchangeError, InvalidTransferRequest, TransferStepRefused, UnknownOrganisation
 from exchange.imports import ReconciliationNeeded
 from exchange.reconciliation import InvalidLocalIdentity, LocalIdentity
@@ -30,7 +28,6 @@ DONE = {"imported": "The transfer was imported into your records.", "rejected": 
         "the sender sees your reason.", "retained": "The copies will be kept past the retention period.",
         "released": "The copies will expire with the retention period again.",
         "forwarded": "The studies were sent on."}
-DICOM = "application/dicom"
 IMPORT_FIELDS = ("patient_id", "issuer_of_patient_id", "accession_number", "patient_name", "birth_date", "sex",
                  "nhs_number")
 
@@ -159,29 +156,12 @@ async def import_transfer(request: Request) -> Response:
         return await _show(request, 400, error=f"The local identifiers cannot be used: {failure}", form=form)
     try:
         await run_in_threadpool(services.imports.import_transfer, org, request.path_params["transfer"], local,
-                                form.get("confirm") == "yes", requester_of(request), _record_maker(request))
+                                form.get("confirm") == "yes", requester_of(request), reconciled_records_checker(request))
     except ReconciliationNeeded as needed:
         return await _show(request, 409, differences=needed.differences, form=form)
     except ExchangeError as failure:
         return await failure_page(request, str(failure), status_of(failure))
     return _back(request, "imported")
-
-
-def _record_maker(request: Request):
-    """The reconciled objects checked as STOW checks what it receives (PS3.18 10.5), as the JSON
-    import API does."""
-    context = context_of(request)
-
-    def make_records(writers: list) -> list:
-        parts = [PartToCheck(number, str(writer.path), DICOM, writer.key, writer.size, writer.keyring)
-                 for number, writer in enumerate(writers, start=1)]
-        checked = context.check_parts(parts, None, context.limits.bulk_threshold)
-        failures = [item for item in checked if isinstance(item, Failure)]
-        if failures:
-            raise ImportFailed(f"a reconciled object could not be read back: {failures[0].message}")
-        return checked
-
-    return make_records
 
 
 async def report_document(request: Request) -> Response:

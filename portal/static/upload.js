@@ -67,11 +67,10 @@
     try { return JSON.parse(xhr.responseText || "{}"); } catch (e) { return {}; }
   }
 
-  function makeReport(pdf, files) {
-    var smallest = files.reduce(function (a, b) { return b.size < a.size ? b : a; });
+  function makeReport(pdf, studyFile) {
     var data = new FormData();
     data.append("report", pdf, pdf.name);
-    data.append("study", smallest, smallest.name);
+    data.append("study", studyFile, studyFile.name || "study.dcm");
     return request("POST", "/orgs/" + org + "/send/report", data, {}, null, "blob").then(function (xhr) {
       if (xhr.status !== 200) {
         return xhr.response.text().then(function (why) { throw new Error("the report: " + why); });
@@ -131,7 +130,9 @@
   }
 
   function complete(dest, studies) {
-    // Deliver the transfers these studies opened now, rather than at the end of the idle time.
+    // Deliver the transfers these studies opened now, rather than at the end of the idle time:
+    // only those holding nothing but this upload's studies (a PACS may be streaming other
+    // studies of the same patient into a transfer of its own).
     var base = "/api/orgs/" + org;
     return request("GET", base + "/outbox?state=receiving&limit=500&counterpart=" + encodeURIComponent(dest),
                    null, {"Accept": "application/json"}, null)
@@ -141,7 +142,7 @@
           return request("GET", base + "/transfers/" + transfer.id, null, {"Accept": "application/json"}, null)
             .then(function (detail) {
               var uids = (json(detail).studies || []).map(function (s) { return s.study_uid; });
-              if (!uids.some(function (uid) { return studies.indexOf(uid) >= 0; })) { return null; }
+              if (!uids.length || !uids.every(function (uid) { return studies.indexOf(uid) >= 0; })) { return null; }
               return request("POST", base + "/transfers/" + transfer.id + "/complete", "{}",
                              {"Content-Type": "application/json"}, null).then(function () { return transfer.id; });
             });
@@ -168,46 +169,64 @@
     button.disabled = true;
     progressArea.hidden = false;
     progress.value = 0;
-    var refused = 0, stored = [];
-    var ready = pdf ? makeReport(pdf, files).then(function (report) {
-      items.push({name: "report " + pdf.name, blob: report});
-    }) : Promise.resolve();
-    ready.then(function () {
-      var total = items.reduce(function (sum, item) { return sum + item.blob.size; }, 0) || 1;
-      var done = 0;
-      say("Sending " + items.length + " file(s)…");
-      return batches(items).reduce(function (previous, batch) {
-        return previous.then(function () {
-          var boundary = "oix-" + Math.random().toString(16).slice(2) + Date.now().toString(16);
-          var payload = body(batch, boundary);
-          var headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=' + boundary,
-                         "Accept": "application/dicom+json"};
-          if (note) { headers["X-OIX-Note"] = note; }
-          var batchBytes = batch.reduce(function (sum, item) { return sum + item.blob.size; }, 0);
-          return request("POST", url, payload, headers, function (loaded) {
-            progress.value = Math.min(100, Math.round(100 * (done + batchBytes * loaded / payload.size) / total));
-          }).then(function (xhr) {
-            done += batchBytes;
-            progress.value = Math.round(100 * done / total);
-            progress.textContent = progress.value + "%";
-            if (xhr.status === 200 || xhr.status === 202 || xhr.status === 409) {
-              refused += partFailures(xhr, batch);
-              studiesOf(json(xhr)).forEach(function (uid) { if (stored.indexOf(uid) < 0) { stored.push(uid); } });
-            } else {
-              var why = json(xhr).error || ("the server answered " + xhr.status);
-              batch.forEach(function (item) { fail(item.name, why); });
-              refused += batch.length;
-            }
-          });
-        });
-      }, Promise.resolve());
+    var refused = 0, stored = [], storedFiles = [], reportLeftOut = false;
+    var total = items.reduce(function (sum, item) { return sum + item.blob.size; }, 0) || 1;
+    var done = 0;
+
+    function send(batch) {
+      var boundary = "oix-" + Math.random().toString(16).slice(2) + Date.now().toString(16);
+      var payload = body(batch, boundary);
+      var headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=' + boundary,
+                     "Accept": "application/dicom+json"};
+      if (note) { headers["X-OIX-Note"] = note; }
+      var batchBytes = batch.reduce(function (sum, item) { return sum + item.blob.size; }, 0);
+      return request("POST", url, payload, headers, function (loaded) {
+        progress.value = Math.min(100, Math.round(100 * (done + batchBytes * loaded / payload.size) / total));
+      }).then(function (xhr) {
+        done += batchBytes;
+        progress.value = Math.min(100, Math.round(100 * done / total));
+        progress.textContent = progress.value + "%";
+        if (xhr.status === 200 || xhr.status === 202 || xhr.status === 409) {
+          var failed = partFailures(xhr, batch);
+          refused += failed;
+          if (!failed) { storedFiles = storedFiles.concat(batch); }
+          studiesOf(json(xhr)).forEach(function (uid) { if (stored.indexOf(uid) < 0) { stored.push(uid); } });
+        } else {
+          var why = json(xhr).error || ("the server answered " + xhr.status);
+          batch.forEach(function (item) { fail(item.name, why); });
+          refused += batch.length;
+        }
+      });
+    }
+
+    say("Sending " + items.length + " file(s)…");
+    batches(items).reduce(function (previous, batch) {
+      return previous.then(function () { return send(batch); });
+    }, Promise.resolve()).then(function () {
+      if (!pdf || !storedFiles.length) { return; }
+      // The report joins the one study uploaded, made from a file of it the server stored; with
+      // several studies it would belong to none of them in particular, so it is not attached.
+      if (stored.length !== 1) {
+        fail("report " + pdf.name, "not attached: the upload holds " + stored.length + " studies; send the " +
+             "report with one study");
+        reportLeftOut = true;
+        return;
+      }
+      return makeReport(pdf, storedFiles[0].blob).then(function (report) {
+        items.push({name: "report " + pdf.name, blob: report});
+        total += report.size;
+        return send([items[items.length - 1]]);
+      });
     }).then(function () {
       if (!stored.length) { throw new Error("nothing was stored"); }
-      return complete(dest, stored);
+      // A transfer with files missing is not delivered: it stays open for them to be sent
+      // again, and is delivered after the idle time otherwise.
+      return refused || reportLeftOut ? [] : complete(dest, stored);
     }).then(function (ids) {
       var sent = items.length - refused;
       say("Sent " + sent + " of " + items.length + " file(s) to " + dest + "." +
-          (refused ? " " + refused + " could not be sent: see below." : ""));
+          (refused ? " " + refused + " could not be sent: see below." : "") +
+          (refused || reportLeftOut ? " The transfer stays open: send what is missing again to add it." : ""));
       ids.forEach(function (id) {
         var link = document.createElement("a");
         link.href = "/orgs/" + org + "/transfers/" + id;
