@@ -2,7 +2,7 @@
 accession, date, modality) and send those of one patient to another organisation; or upload
 DICOM files from the browser straight into a transfer (upload.js, STOW-RS to the outbox service
 root). `/orgs/{org}/send/report` makes a PDF report into an Encapsulated PDF object of the
-uploaded study (PS3.3 A.45.1) for upload.js to send with it."""
+uploaded or chosen study (PS3.3 A.45.1) for upload.js or send_held.js to send with it."""
 
 from __future__ import annotations
 
@@ -71,24 +71,33 @@ async def send_held(request: Request) -> Response:
 
 
 async def make_report(request: Request) -> Response:
-    """multipart/form-data with `report` (the PDF) and `study` (a DICOM file of the study it
-    reports on): answers the Encapsulated PDF object, application/dicom, made for that study."""
+    """multipart/form-data with `report` (the PDF) and either `study` (a DICOM file of the study
+    it reports on, being uploaded) or `study_uid` (a study the organisation holds): answers the
+    Encapsulated PDF object, application/dicom, made for that study."""
     form = await request.form(max_fields=4, max_files=2)
-    report, study = form.get("report"), form.get("study")
-    if not isinstance(report, UploadFile) or not isinstance(study, UploadFile):
-        return Response("send the PDF as 'report' and a DICOM file of its study as 'study'", status_code=400,
-                        media_type="text/plain")
+    report, study, study_uid = form.get("report"), form.get("study"), form.get("study_uid")
+    if not isinstance(report, UploadFile) or not (isinstance(study, UploadFile) or isinstance(study_uid, str)):
+        return Response("send the PDF as 'report', and a DICOM file of its study as 'study' or a study held as "
+                        "'study_uid'", status_code=400, media_type="text/plain")
     pdf = await report.read(MAX_REPORT_BYTES + 1)
-    principal = requester_of(request).principal
+    requester = requester_of(request)
     title = (report.filename or "Report").rsplit(".", 1)[0][:64] or "Report"
+    archive = request.app.state.services.archive
 
     def make() -> bytes:
-        header = pydicom.dcmread(study.file, stop_before_pixels=True)
-        return encapsulated_pdf(pdf, header, title=title, author=principal.name or None,
+        if isinstance(study, UploadFile):
+            header = pydicom.dcmread(study.file, stop_before_pixels=True)
+        else:  # the patient and study attributes of a held study (a read, audited as a retrieve)
+            first = archive.held(request.path_params["org"], requester, "report header", study_uid)[0]
+            with archive.open_blob(first.blob_key) as handle:
+                header = pydicom.dcmread(handle, stop_before_pixels=True)
+        return encapsulated_pdf(pdf, header, title=title, author=requester.principal.name or None,
                                 when=datetime.now(timezone.utc))
 
     try:
         part10 = await run_in_threadpool(make)
+    except NotHeld as failure:
+        return Response(f"the report cannot be made: {failure}", status_code=404, media_type="text/plain")
     except (ReportRefused, InvalidDicomError, ValueError, EOFError) as failure:
         return Response(f"the report cannot be made: {failure}", status_code=400, media_type="text/plain")
     return Response(part10, media_type="application/dicom", headers={"Cache-Control": "no-store"})

@@ -16,6 +16,7 @@ from pydicom.data import get_testdata_file
 from conformance.corpus import new_uid
 from tests.browser import screenshot_and_check
 from tests.multipart_body import related_body, stow_content_type
+from tests.pdf_documents import minimal_pdf
 from tests.portal.conftest import Portal
 from tests.servers import run_cli
 
@@ -203,3 +204,26 @@ def test_the_polled_inbox_rows_are_not_modified_until_a_transfer_arrives(portal,
     changed = page.request.get(rows_url, headers={"If-None-Match": etag})
     assert changed.status == 200 and changed.headers["etag"] != etag
     assert held_study in changed.text() or "HOLDEN" in changed.text()
+
+
+def test_a_held_study_is_sent_with_a_pdf_report_made_for_it(portal, signed_in, held_study, tmp_path, request):
+    """issue 6, Send: a report attached to studies the organisation holds becomes an Encapsulated
+    PDF object of the first chosen study (PS3.3 A.45.1), stored, and travels in the transfer."""
+    line = "Held study report: no change since the last examination."
+    pdf = tmp_path / "held-report.pdf"
+    pdf.write_bytes(minimal_pdf(line))
+    sender = signed_in("a-sender")
+    sender.goto(f"/orgs/{portal.a}/send?patient_id={PATIENT_ID}")
+    sender.check(f"input[name=study][value='{held_study}']")
+    sender.fill("#held-destination", portal.b)
+    sender.set_input_files("#held-report", str(pdf))
+    sender.click("text=Send the chosen studies")
+    sender.wait_for_url(f"**/orgs/{portal.a}/transfers/T*", timeout=WAIT_MS)
+    transfer_id = sender.url.rsplit("/", 1)[1]
+
+    receiver = signed_in("b-sender")
+    receiver.goto(f"/orgs/{portal.b}/transfers/{transfer_id}")
+    assert line in receiver.locator(".report-text").inner_text()
+    pdf_href = receiver.locator("a", has_text="Open the PDF report").get_attribute("href")
+    assert receiver.request.get(pdf_href).body() == minimal_pdf(line)
+    screenshot_and_check(receiver, request.node.nodeid, "held-with-report")
