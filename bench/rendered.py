@@ -9,7 +9,6 @@ import io
 import json
 import logging
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -20,7 +19,7 @@ from pydicom.uid import generate_uid
 
 from bench.oix_server import running_oix
 from bench.timing import Budget, LatencySummary
-from bench.workload import new_client
+from bench.workload import new_client, spread_over_clients
 from dicomweb.multipart import encode_related, new_boundary, related_content_type
 
 log = logging.getLogger("bench")
@@ -81,43 +80,24 @@ def run_phase(name: str, urls: list[str], clients: int, budget: Budget) -> Phase
     """GET each of `urls` once (image/jpeg), spread over `clients` threads with a connection
     each, until the URLs, the count or the time run out."""
     phase = Phase(name, clients)
-    pending = iter(urls[:budget.count])
-    lock = threading.Lock()
-    go = threading.Event()
-    deadline = 0.0
 
-    def next_url() -> str | None:
-        with lock:
-            return next(pending, None) if time.monotonic() < deadline else None
+    def get(client: httpx.Client, url: str) -> tuple[str, bool, float]:
+        started = time.perf_counter()
+        try:
+            response = client.get(url, headers={"Accept": "image/jpeg"})
+            status, ok = str(response.status_code), response.status_code == 200 and bool(response.content)
+        except httpx.HTTPError:
+            status, ok = "0", False
+        return status, ok, time.perf_counter() - started
 
-    def worker(client: httpx.Client) -> None:
-        go.wait()
-        while (url := next_url()) is not None:
-            started = time.perf_counter()
-            try:
-                response = client.get(url, headers={"Accept": "image/jpeg"})
-                status, ok = str(response.status_code), response.status_code == 200 and bool(response.content)
-            except httpx.HTTPError:
-                status, ok = "0", False
-            elapsed = time.perf_counter() - started
-            with lock:
-                phase.requests += 1
-                phase.statuses[status] = phase.statuses.get(status, 0) + 1
-                if ok:
-                    phase.latencies.append(elapsed)
+    def record(_url: str, outcome: tuple[str, bool, float]) -> None:
+        status, ok, elapsed = outcome
+        phase.requests += 1
+        phase.statuses[status] = phase.statuses.get(status, 0) + 1
+        if ok:
+            phase.latencies.append(elapsed)
 
-    connections = [new_client() for _ in range(clients)]
-    threads = [threading.Thread(target=worker, args=(client,), daemon=True) for client in connections]
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + budget.seconds
-    started = time.perf_counter()
-    go.set()
-    for thread in threads:
-        thread.join()
-    phase.seconds = time.perf_counter() - started
-    for client in connections:
-        client.close()
+    phase.seconds = spread_over_clients(urls[:budget.count], clients, budget.seconds, get, record)
     return phase
 
 

@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -33,6 +34,8 @@ REQUEST_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 TRANSPORT_ERROR = 0  # the status recorded when no HTTP answer came back
 STOW_REFERENCED_SOPS = "00081199"  # PS3.18 Table 10.5.3-1, ReferencedSOPSequence
 RETRIEVE_STREAM_CHUNK = 256 * 1024
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def new_client() -> httpx.Client:
@@ -73,43 +76,58 @@ def store_instances(
     instances the server says it stored (and the bodies of requests answered 200)."""
     result = StowResult()
     batch = requests[: budget.count]
-    pending = iter(batch)
+
+    def record(request: StowRequest, outcome: tuple[int, int]) -> None:
+        status, stored = outcome
+        result.requests += 1
+        result.statuses[str(status)] = result.statuses.get(str(status), 0) + 1
+        result.instances_stored += stored
+        if status == 200:
+            result.body_bytes += len(request.body)
+        else:
+            result.failed_requests += 1
+
+    result.seconds = spread_over_clients(batch, concurrency, budget.seconds,
+                                         lambda client, request: _post_stow(client, root, request), record)
+    result.timed_out = result.requests < len(batch)
+    return result
+
+
+def spread_over_clients(items: list[T], concurrency: int, seconds: float, send: Callable[[httpx.Client, T], R],
+                        record: Callable[[T, R], None]) -> float:
+    """`send(client, item)` for each of `items`, from `concurrency` threads with a connection
+    each, until the items or `seconds` run out; `record(item, outcome)` runs under one lock.
+    The clock starts once threads and connections exist (their start-up is not measured);
+    returns the seconds from then until the last thread finished."""
+    pending = iter(items)
     lock = threading.Lock()
     go = threading.Event()
     deadline = 0.0  # set when the clock starts
     clients = [new_client() for _ in range(concurrency)]
 
-    def next_request() -> StowRequest | None:
+    def next_item() -> T | None:
         with lock:
             return next(pending, None) if time.monotonic() < deadline else None
 
     def worker(client: httpx.Client) -> None:
         go.wait()
-        while (request := next_request()) is not None:
-            status, stored = _post_stow(client, root, request)
+        while (item := next_item()) is not None:
+            outcome = send(client, item)
             with lock:
-                result.requests += 1
-                result.statuses[str(status)] = result.statuses.get(str(status), 0) + 1
-                result.instances_stored += stored
-                if status == 200:
-                    result.body_bytes += len(request.body)
-                else:
-                    result.failed_requests += 1
+                record(item, outcome)
 
     threads = [threading.Thread(target=worker, args=(client,), daemon=True) for client in clients]
     for thread in threads:
         thread.start()
-    # The clock starts once threads and connections exist: their start-up is not measured.
-    deadline = time.monotonic() + budget.seconds
+    deadline = time.monotonic() + seconds
     started = time.perf_counter()
     go.set()
     for thread in threads:
         thread.join()
-    result.seconds = time.perf_counter() - started
-    result.timed_out = result.requests < len(batch)
+    elapsed = time.perf_counter() - started
     for client in clients:
         client.close()
-    return result
+    return elapsed
 
 
 def _post_stow(client: httpx.Client, root: str, request: StowRequest) -> tuple[int, int]:
