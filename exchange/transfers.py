@@ -280,6 +280,12 @@ class Transfers:
             raise UnknownTransfer(transfer_id)  # another organisation's transfer does not exist for you
         return TransferView(transfer, self.table.studies(transfer_id), self.table.history(transfer_id))
 
+    def histories(self, org: str, transfers: list[Transfer]) -> dict[str, list[TransferEvent]]:
+        """The histories of transfers of a list `org` was given (its inbox or outbox page)."""
+        if any(org not in (transfer.sender, transfer.destination) for transfer in transfers):
+            raise UnknownTransfer(next(t.id for t in transfers if org not in (t.sender, t.destination)))
+        return self.table.histories([transfer.id for transfer in transfers])
+
     def inbox(self, org: str, where: TransferFilter, limit: int, offset: int,
               requester: Requester) -> tuple[int, list[Transfer]]:
         return self._listing("destination", org, where, limit, offset, requester)

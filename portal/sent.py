@@ -39,8 +39,9 @@ async def sent_page(request: Request) -> Response:
     def read() -> tuple[int, list[SentTransfer]]:
         total, rows = transfers.outbox(org, query.where(), PAGE_SIZE, (query.page - 1) * PAGE_SIZE, requester)
         found = []
+        histories = transfers.histories(org, rows)
         for row in rows:
-            history = transfers.view(org, row.id).history
+            history = histories[row.id]
             found.append(SentTransfer(
                 row, [event for event in history if event.state in RECEIPTS and not
                       event.detail.startswith(REPORT_RETURNED)],

@@ -119,10 +119,19 @@ class TransferTable:
         return [TransferStudy(**row) for row in rows]
 
     def history(self, transfer_id: str) -> list[TransferEvent]:
+        return self.histories([transfer_id])[transfer_id]
+
+    def histories(self, transfer_ids: list[str]) -> dict[str, list[TransferEvent]]:
+        """The events of each transfer, oldest first, in one query (a page of a list at once)."""
+        found: dict[str, list[TransferEvent]] = {transfer_id: [] for transfer_id in transfer_ids}
+        if not transfer_ids:
+            return found
         with self.database.read() as connection:
-            rows = connection.execute(select(TRANSFER_EVENT).where(TRANSFER_EVENT.c.transfer_id == transfer_id)
+            rows = connection.execute(select(TRANSFER_EVENT).where(TRANSFER_EVENT.c.transfer_id.in_(transfer_ids))
                                       .order_by(TRANSFER_EVENT.c.id)).mappings().all()
-        return [TransferEvent(**row) for row in rows]
+        for row in rows:
+            found[row["transfer_id"]].append(TransferEvent(**row))
+        return found
 
     def last_change(self, side: str, org: str) -> tuple[int, datetime | None]:
         """How many transfers an organisation has on `side` (destination or sender), and when the
