@@ -11,13 +11,31 @@ from dicomweb.attributes import AVAILABLE_TRANSFER_SYNTAX, INSTANCE_ATTRIBUTES, 
 from dicomweb.part10 import ParsedInstance, pixel_swap_size
 from storage.records import InstanceRecord
 
-# BulkDataURIs are stored relative to their instance and made absolute when served, so the
-# same prepared JSON answers whatever host name the client used.
+# BulkDataURIs are stored below a mark for the service root and made absolute when served,
+# so the same prepared JSON answers whatever host name and organisation root the client used.
+# The parser knows a value's path before it knows the instance's UIDs: it writes the
+# instance mark, which `instance_record` then turns into the instance's path below the root.
 INSTANCE_URL_MARK = "@instance@"
+SERVICE_ROOT_MARK = "@root@"
+# As they appear in serialised JSON: a quote inside a DICOM text value is escaped, so these
+# bytes can only be the start of a BulkDataURI value, never text that happens to hold a mark.
+MARKED_INSTANCE_URI = b'"BulkDataURI":"' + INSTANCE_URL_MARK.encode()
+MARKED_ROOT_URI = b'"BulkDataURI":"' + SERVICE_ROOT_MARK.encode()
 
 
 def bulk_uri(path: str) -> str:
     return f"{INSTANCE_URL_MARK}/bulkdata/{path}"
+
+
+def below_service_root(dicom_json: bytes, study_uid: str, series_uid: str, sop_instance_uid: str) -> bytes:
+    """The parser's instance marks turned into the instance's own path below the root mark."""
+    return dicom_json.replace(MARKED_INSTANCE_URI, b'"BulkDataURI":"%s/studies/%s/series/%s/instances/%s' % (
+        SERVICE_ROOT_MARK.encode(), study_uid.encode(), series_uid.encode(), sop_instance_uid.encode()))
+
+
+def with_service_root(body: bytes, root: bytes) -> bytes:
+    """Prepared DICOM JSON (one object or an array of them) with absolute BulkDataURIs."""
+    return body.replace(MARKED_ROOT_URI, b'"BulkDataURI":"' + root)
 
 
 def instance_record(parsed: ParsedInstance, blob_key: str, size: int) -> InstanceRecord:
@@ -57,7 +75,8 @@ def instance_record(parsed: ParsedInstance, blob_key: str, size: int) -> Instanc
         },
         series_attributes=_subset(dataset, SERIES_ATTRIBUTES),
         instance_attributes=_subset(dataset, INSTANCE_ATTRIBUTES),
-        dicom_json=orjson.dumps(full),
+        dicom_json=below_service_root(orjson.dumps(full), parsed.study_uid, parsed.series_uid,
+                                      parsed.sop_instance_uid),
         layout=orjson.dumps(_layout(parsed)),
     )
 

@@ -28,7 +28,7 @@ from dicomweb.negotiation import (
     transfer_syntaxes,
 )
 from dicomweb.part10 import SWAP_SIZES, inflate_dataset, swap_bytes
-from dicomweb.records import INSTANCE_URL_MARK
+from dicomweb.records import MARKED_INSTANCE_URI, below_service_root, with_service_root
 from dicomweb.transcode import (
     TARGET_SYNTAXES,
     CannotEncode,
@@ -197,17 +197,11 @@ async def retrieve_metadata(request: Request) -> Response:
         raise NotAcceptable("metadata is served as application/dicom+json only")
     found = await run_in_threadpool(archive.dicom_json, org, requester_of(request), study, series, instance)
     root = service_root(request, org).encode()
-    mark = INSTANCE_URL_MARK.encode()
-
-    def pieces():
-        yield b"["
-        for index, (study_uid, series_uid, sop_uid, payload) in enumerate(found):
-            url = b"%s/studies/%s/series/%s/instances/%s" % (root, study_uid.encode(), series_uid.encode(),
-                                                             sop_uid.encode())
-            yield (b"," if index else b"") + payload.replace(mark, url)
-        yield b"]"
-
-    return Response(b"".join(pieces()), media_type=DICOM_JSON)
+    body = b"[" + b",".join(payload for _, _, _, payload in found) + b"]"
+    if MARKED_INSTANCE_URI in body:  # prepared by a version that marked each instance's own URL
+        body = b"[" + b",".join(below_service_root(payload, study_uid, series_uid, sop_uid)
+                                for study_uid, series_uid, sop_uid, payload in found) + b"]"
+    return Response(with_service_root(body, root), media_type=DICOM_JSON)
 
 
 # -- frames ---------------------------------------------------------------------------------------

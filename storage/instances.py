@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, literal, select
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement
 
@@ -270,13 +270,10 @@ class InstanceIndex:
     def dicom_json(self, org: str, study_uid: str, series_uid: str | None = None,
                    sop_instance_uid: str | None = None) -> list[tuple[str, str, str, bytes]]:
         """(study, series, instance, DICOM JSON) of each instance in scope."""
-        statement = (
-            select(INSTANCE.c.study_uid, INSTANCE.c.series_uid, INSTANCE.c.sop_instance_uid, INSTANCE.c.dicom_json)
-            .where(*self._scope(org, study_uid, series_uid, sop_instance_uid))
-            .order_by(INSTANCE.c.series_uid, INSTANCE.c.instance_number, INSTANCE.c.id)
-        )
+        scope = {"org": org, "study_uid": study_uid, "series_uid": series_uid, "sop_instance_uid": sop_instance_uid}
+        statement = _DICOM_JSON_IN[3 if sop_instance_uid is not None else 2 if series_uid is not None else 1]
         with self.database.read() as connection:
-            return [tuple(row) for row in connection.execute(statement)]
+            return connection.execute(statement, scope).all()  # type: ignore[return-value]
 
     def first_dicom_json(self, org: str, level: QueryLevel, keys: Iterable[tuple[str, str | None]]) -> dict:
         """The DICOM JSON of one instance per study (or series): the source of attributes that
@@ -486,3 +483,14 @@ def _condition(column, vr: str, match: AttributeMatch) -> ColumnElement[bool]:
     if vr == "PN":  # PS3.4 C.2.2.2.1: PN matching is case-insensitive here, as at Orthanc
         return func.lower(column) == value.lower()
     return column == value
+
+
+# Study metadata is the hottest read (a viewer's first request): its statements are built once,
+# bound per call, scoped to an organisation and a study, series or instance.
+_SCOPE_KEYS = ("org", "study_uid", "series_uid", "sop_instance_uid")
+_DICOM_JSON_IN = {
+    depth: select(INSTANCE.c.study_uid, INSTANCE.c.series_uid, INSTANCE.c.sop_instance_uid, INSTANCE.c.dicom_json)
+    .where(*(INSTANCE.c[key] == bindparam(key) for key in _SCOPE_KEYS[:depth + 1]))
+    .order_by(INSTANCE.c.series_uid, INSTANCE.c.instance_number, INSTANCE.c.id)
+    for depth in (1, 2, 3)
+}

@@ -13,7 +13,12 @@ import pytest
 from pydicom.encaps import generate_frames
 from pydicom.pixels.utils import get_expected_length
 
+from sqlalchemy import select, update
+
 from conformance.corpus import StudySpec
+from dicomweb.records import MARKED_INSTANCE_URI, MARKED_ROOT_URI
+from storage.database import Database, database_url
+from storage.instances import INSTANCE
 from tests.dicom_json import BIG_ENDIAN, differences, pixel_swap_size, pydicom_json, swap
 from tests.dicomweb_requests import (
     ANY_SYNTAX,
@@ -173,6 +178,48 @@ def test_wado_metadata_decodes_specific_character_sets(server, http, stored_corp
     expected = pydicom_json(item.dataset())
     assert metadata["00100010"] == expected["00100010"]
     assert_metadata_equals_file(http, metadata, item.data, item.transfer_syntax)
+
+
+def test_wado_metadata_makes_bulk_data_uris_absolute_and_leaves_text_alone(server, org, http):
+    """PS3.18 F.2.6: each BulkDataURI is the instance's own URL below the service root the
+    client used; a text value that spells the server's internal mark is served as sent."""
+    lookalike = '"BulkDataURI":"@root@ and @instance@'
+    study = store_study(http, server.root(org), make_study(StudySpec(rows=16, columns=16,
+                                                                     study_description=lookalike)))
+    metadata = http.get(f"{server.root(org)}/studies/{study.study_uid}/metadata").json()
+    assert len(metadata) == len(study.instances)
+    for instance in metadata:
+        sop, series = instance["00080018"]["Value"][0], instance["0020000E"]["Value"][0]
+        url = instance_url(server.root(org), study.study_uid, series, sop)
+        assert instance["7FE00010"]["BulkDataURI"] == f"{url}/bulkdata/7FE00010"
+        assert instance["00081030"]["Value"] == [lookalike]
+
+
+def test_wado_metadata_prepared_with_per_instance_marks_is_still_served(server, org, http):
+    """Rows prepared by an earlier version mark the BulkDataURI relative to the instance; they
+    are served with the same absolute URIs, and the bulk data behind them."""
+    study = store_study(http, server.root(org), make_study(StudySpec(rows=16, columns=16)))
+    sop, (series, data) = next(iter(study.instances.items()))
+    database = Database(database_url(server.database_url, server.data_dir))
+    try:
+        with database.write() as connection:
+            [prepared] = connection.execute(select(INSTANCE.c.dicom_json).where(
+                INSTANCE.c.org == org, INSTANCE.c.sop_instance_uid == sop)).scalars()
+            earlier = prepared.replace(MARKED_ROOT_URI + f"/studies/{study.study_uid}/series/{series}/instances/{sop}"
+                                       .encode(), MARKED_INSTANCE_URI)
+            assert earlier != prepared
+            connection.execute(update(INSTANCE).where(INSTANCE.c.org == org, INSTANCE.c.sop_instance_uid == sop)
+                               .values(dicom_json=earlier))
+    finally:
+        database.dispose()
+    url = instance_url(server.root(org), study.study_uid, series, sop)
+    for metadata_url in (f"{server.root(org)}/studies/{study.study_uid}/metadata", f"{url}/metadata"):
+        by_sop = {item["00080018"]["Value"][0]: item for item in http.get(metadata_url).json()}
+        uri = by_sop[sop]["7FE00010"]["BulkDataURI"]
+        assert uri == f"{url}/bulkdata/7FE00010"
+    response = http.get(uri)
+    [part] = split_related(response.headers["content-type"], response.content)
+    assert part.content == pydicom.dcmread(io.BytesIO(data)).PixelData
 
 
 @pytest.mark.parametrize("name", ["pydicom/CT_small.dcm", "pydicom/ExplVR_BigEnd.dcm", "pydicom/rtdose.dcm",
