@@ -185,10 +185,10 @@ def related_parts(response: httpx.Response) -> list[tuple[dict[str, str], bytes]
         def __init__(self, headers: dict[str, str]):
             self.headers, self.chunks = headers, []
 
-        def write(self, chunk: bytes) -> None:
+        async def write(self, chunk: bytes) -> None:
             self.chunks.append(chunk)
 
-        def close(self) -> None:
+        async def close(self) -> None:
             parts.append((self.headers, b"".join(self.chunks)))
 
     async def body():

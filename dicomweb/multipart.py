@@ -54,12 +54,13 @@ def split_unquoted(text: str, sep: str) -> list[str]:
 
 
 class PartSink:
-    """Receives one part's bytes; `open_part` makes one per part."""
+    """Receives one part's bytes; `open_part` makes one per part. Awaitable, so a sink may hand
+    slow work (files) to a thread without holding up the event loop."""
 
-    def write(self, chunk: bytes) -> None:  # pragma: no cover - interface
+    async def write(self, chunk: bytes) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def close(self) -> None:  # pragma: no cover - interface
+    async def close(self) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -123,16 +124,16 @@ async def read_parts(
             while True:
                 found = buffer.find(next_delimiter)
                 if found >= 0:
-                    sink.write(bytes(buffer[:found]))
+                    await sink.write(bytes(buffer[:found]))
                     del buffer[: found + len(next_delimiter)]
                     break
                 if len(buffer) > keep:
-                    sink.write(bytes(buffer[: len(buffer) - keep]))
+                    await sink.write(bytes(buffer[: len(buffer) - keep]))
                     del buffer[: len(buffer) - keep]
                 if not await fill():
                     raise MultipartError("the body ends inside a part (no closing boundary)")
         finally:
-            sink.close()
+            await sink.close()
 
 
 def _parse_headers(block: bytes) -> dict[str, str]:

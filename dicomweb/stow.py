@@ -46,13 +46,19 @@ class StoreReport:
 
 
 class _Spool:
-    """Opens a blob writer per part and enforces the size limits as bytes arrive."""
+    """Receives the parts of one request into memory and enforces the size limits as bytes
+    arrive. Whenever `MEMORY_BYTES` are held, they go to the parts' files in a worker thread:
+    the event loop never waits on the filesystem (creating a file can wait for a journal
+    commit), and a request's memory stays bounded however large it is."""
+
+    MEMORY_BYTES = 4 << 20
 
     def __init__(self, archive: Archive, limits: DicomWebLimits):
         self.archive = archive
         self.limits = limits
         self.parts: list[ReceivedPart] = []
         self.total = 0
+        self.held = 0
 
     def open_part(self, headers: dict[str, str]):
         writer = self.archive.blobs.new_writer()
@@ -60,7 +66,7 @@ class _Spool:
         spool = self
 
         class Sink:
-            def write(self, chunk: bytes) -> None:
+            async def write(self, chunk: bytes) -> None:
                 spool.total += len(chunk)
                 if spool.total > spool.limits.max_request_bytes:
                     raise PayloadTooLarge(
@@ -70,12 +76,21 @@ class _Spool:
                     raise PayloadTooLarge(
                         f"part {len(spool.parts)} is larger than this server accepts for one object "
                         f"({spool.limits.max_object_bytes} bytes)")
-                writer.write(chunk)
+                writer.buffer(chunk)
+                spool.held += len(chunk)
+                if spool.held >= spool.MEMORY_BYTES:
+                    await run_in_threadpool(spool.flush)
 
-            def close(self) -> None:
-                writer.close()
+            async def close(self) -> None:
+                pass  # closed, with the file's last bytes, by store_parts in a worker thread
 
         return Sink()
+
+    def flush(self) -> None:
+        for part in self.parts:
+            if part.writer.pending_bytes:
+                part.writer.flush()
+        self.held = 0
 
     def discard(self) -> None:
         self.archive.discard([part.writer for part in self.parts])

@@ -24,8 +24,11 @@ class BlobWriter(Protocol):
     path: Path
     size: int
     keyring: Keyring | None  # what the spooled file is encrypted under (None: plaintext)
+    pending_bytes: int  # held in memory, not yet in the file
 
     def write(self, chunk: bytes) -> None: ...
+    def buffer(self, chunk: bytes) -> None: ...
+    def flush(self) -> None: ...
     def close(self) -> None: ...
     @property
     def key(self) -> str: ...
@@ -46,24 +49,52 @@ class BlobStore(Protocol):
 
 
 class SpooledBlob:
-    """A blob being received: written to a temporary file in the store (encrypted as it
-    arrives when there is a keyring), its plaintext hashed on the way."""
+    """A blob being received into a temporary file in the store (encrypted as it arrives when
+    there is a keyring), its plaintext hashed on the way.
+
+    Bytes are first held in memory: `write` passes them on to the file once `FLUSH_BYTES` have
+    gathered; `buffer` only holds them, and `flush` (or `close`) writes them out. So a caller
+    on an event loop can receive into memory and leave every filesystem call, the file's
+    creation included, to a worker thread (dicomweb/stow.py)."""
+
+    FLUSH_BYTES = 1 << 20
 
     def __init__(self, path: Path, keyring: Keyring | None = None):
         self.path = path
         self.size = 0
         self.keyring = keyring
+        self.pending_bytes = 0
+        self._pending: list[bytes] = []
         self._hash = hashlib.sha256()
-        self._file = open(path, "wb", buffering=0) if keyring is None else SegmentWriter(path, keyring)
+        self._file: BinaryIO | SegmentWriter | None = None
         self._key: str | None = None
 
-    def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self._hash.update(chunk)
+    def buffer(self, chunk: bytes) -> None:
+        if self._key is not None:
+            raise RuntimeError("the blob is closed")
+        self._pending.append(chunk)
+        self.pending_bytes += len(chunk)
         self.size += len(chunk)
 
+    def write(self, chunk: bytes) -> None:
+        self.buffer(chunk)
+        if self.pending_bytes >= self.FLUSH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is held in memory to the file, creating it on the first call."""
+        if self._file is None:
+            self._file = open(self.path, "wb", buffering=0) if self.keyring is None \
+                else SegmentWriter(self.path, self.keyring)
+        for chunk in self._pending:
+            self._file.write(chunk)
+            self._hash.update(chunk)
+        self._pending.clear()
+        self.pending_bytes = 0
+
     def close(self) -> None:
-        if not self._file.closed:
+        if self._key is None:
+            self.flush()
             self._file.close()
             self._key = self._hash.hexdigest()
 
@@ -74,7 +105,9 @@ class SpooledBlob:
         return self._key
 
     def discard(self) -> None:
-        self.close()
+        self._pending.clear()
+        if self._file is not None and not self._file.closed:
+            self._file.close()
         self.path.unlink(missing_ok=True)
 
 

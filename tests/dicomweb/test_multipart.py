@@ -23,10 +23,10 @@ class Collected:
         collected = self
 
         class Sink:
-            def write(self, chunk: bytes) -> None:
+            async def write(self, chunk: bytes) -> None:
                 body.extend(chunk)
 
-            def close(self) -> None:
+            async def close(self) -> None:
                 collected.closed += 1
 
         return Sink()

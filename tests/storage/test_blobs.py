@@ -33,6 +33,34 @@ def test_a_blob_is_keyed_by_the_sha256_of_its_bytes(tmp_path):
     assert list((tmp_path / "incoming").iterdir()) == []
 
 
+def test_buffered_bytes_touch_the_filesystem_only_when_flushed(tmp_path):
+    """STOW receives into memory on the event loop; the file is created, written and hashed by
+    `flush` (a worker thread), and `write` flushes by itself past FLUSH_BYTES."""
+    store = FileBlobStore(tmp_path)
+    writer = store.new_writer()
+    writer.buffer(b"DICM")
+    assert writer.pending_bytes == 4 and not writer.path.exists()
+    writer.flush()
+    assert writer.pending_bytes == 0 and writer.path.read_bytes() == b"DICM"
+    writer.write(b"x" * writer.FLUSH_BYTES)
+    assert writer.pending_bytes == 0 and writer.path.stat().st_size == 4 + writer.FLUSH_BYTES
+    writer.buffer(b" tail")
+    store.commit([writer])
+    data = b"DICM" + b"x" * writer.FLUSH_BYTES + b" tail"
+    assert writer.key == hashlib.sha256(data).hexdigest() and store.path_of(writer.key).read_bytes() == data
+
+
+def test_a_discarded_blob_leaves_nothing_flushed_or_not(tmp_path):
+    store = FileBlobStore(tmp_path)
+    never_flushed, flushed = store.new_writer(), store.new_writer()
+    never_flushed.buffer(b"held in memory only")
+    flushed.buffer(b"on disk")
+    flushed.flush()
+    for writer in (never_flushed, flushed):
+        writer.discard()
+    assert list((tmp_path / "incoming").iterdir()) == []
+
+
 def test_identical_bytes_are_stored_once(tmp_path):
     """DESIGN (data model): the same bytes held for two organisations are one blob."""
     store = FileBlobStore(tmp_path)
