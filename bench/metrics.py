@@ -44,11 +44,12 @@ def headline_metrics(details: dict, scale: Scale) -> list[Metric]:
         ("studies_by_date_range", "QIDO studies?StudyDate=range"),
     ):
         metrics += _latency(f"qido_{name}", label, details["qido"][name])
-    for name, instances in (
-        ("small_study", scale.metadata_small_instances),
-        ("large_study", scale.metadata_large_instances),
+    for name, instances, size in (
+        ("small_study", scale.metadata_small_instances, "64×64"),
+        ("large_study", scale.metadata_large_instances, "64×64"),
+        ("ct_study", scale.large_study_instances, "512×512"),
     ):
-        label = f"metadata, {instances}-instance study"
+        label = f"metadata, {instances}-instance {size} study"
         metrics += _latency(f"metadata_{name}", label, details["metadata"][name])
     retrieve = details["retrieve"]["megabytes_per_second"]
     metrics.append(Metric("wado_study_mbps", "WADO-RS study, 512×512", retrieve, "MB/s", True))

@@ -367,6 +367,8 @@ def _read_phase(
         "large_study": metadata_latency(
             client, root, studies.metadata_large_study, scale.metadata_large
         ),
+        # What a viewer opens: a CT series of 512×512 instances (the study retrieved below).
+        "ct_study": metadata_latency(client, root, studies.retrieve_study, scale.metadata_small),
     }
     for name, result in details["metadata"].items():
         _log_latency(f"metadata {name} ({result['first']['json_items']} inst)", result)
