@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, replace
 from functools import partial
 
+from bench.disk import durable_write_ceiling
 from bench.metrics import Metric, problems
 from bench.oix_server import running_oix, running_oix_on_postgres
 from bench.orthanc import installed_versions, running_orthanc
@@ -118,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         os.sync()
         target_started = time.perf_counter()
         log.info("== %s", name)
+        ceiling = None if arguments.root else disk_ceiling(studies, scale)
         try:
             with start_server() as server:
                 log.info("%s up, DICOMweb root %s", name, server.dicomweb_root)
-                metrics, details = run_workload(server, studies, scale)
+                metrics, details = run_workload(server, studies, scale, ceiling)
         except ServerExited as error:
             log.error("%s", error)
             record["targets"][name] = {"error": f"{error}", "details": error.details}
@@ -157,6 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     path = write_results(record, stamp)
     print(f"\nresults: {path}")
     return 0 if clean else 1
+
+
+def disk_ceiling(studies, scale) -> dict:
+    """bench.disk's ceiling for the CT-size STOW phase: its concurrency, instances per request
+    and instance size (the request bodies' bytes per instance), and its bounds."""
+    sample = studies.large_requests[0]
+    ceiling = durable_write_ceiling(len(sample.body) // len(sample.instances), scale.instances_per_request,
+                                    scale.concurrency, scale.stow_large_concurrent)
+    log.info("disk durable-write ceiling %.0f MB/s (%d × %d files of %d bytes, %d writers)",
+             ceiling.megabytes_per_second, ceiling.batches, ceiling.files_per_batch, ceiling.file_bytes,
+             ceiling.writers)
+    return {**asdict(ceiling), "megabytes_per_second": ceiling.megabytes_per_second,
+            "files_per_second": ceiling.files_per_second}
 
 
 def mean_metrics(runs: list[list[Metric]]) -> list[Metric]:

@@ -34,6 +34,13 @@ def headline_metrics(details: dict, scale: Scale) -> list[Metric]:
             Metric(f"stow_{phase}_ips", label, stow["instances_per_second"], "inst/s", True),
             Metric(f"stow_{phase}_mbps", label, stow["megabytes_per_second"], "MB/s", True),
         ]
+    if "disk_ceiling" in details:  # measured by bench.disk just before this target started
+        ceiling = details["disk_ceiling"]["megabytes_per_second"]
+        share = details["stow"]["512x512_cN"]["megabytes_per_second"] / ceiling * 100 if ceiling else 0.0
+        metrics += [
+            Metric("disk_ceiling_mbps", "disk durable-write ceiling, just before", ceiling, "MB/s", None),
+            Metric("stow_512_share_of_disk", f"STOW 512×512, {scale.concurrency} clients, of it", share, "%", None),
+        ]
     metrics.append(
         Metric("instances_indexed", "instances stored before the queries",
                details["instances_indexed"], "inst", None)

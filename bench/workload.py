@@ -268,12 +268,15 @@ def frame_latency(
 
 
 def run_workload(
-    server: ServerUnderTest, studies: BenchStudies, scale: Scale
+    server: ServerUnderTest, studies: BenchStudies, scale: Scale, disk_ceiling: dict | None = None
 ) -> tuple[list[Metric], dict]:
     """Every measurement in order against a fresh (or at least writable) service root.
-    Returns the headline metrics and the full details."""
+    `disk_ceiling` (bench.disk, for a server on this machine) is reported beside the STOW
+    figures. Returns the headline metrics and the full details."""
     root = server.dicomweb_root.rstrip("/")
     details: dict = {"target": server.name, "root": root, "scale": scale.name}
+    if disk_ceiling is not None:
+        details["disk_ceiling"] = disk_ceiling
 
     def checkpoint() -> None:
         # A dead server would answer every remaining loop with connection errors.
