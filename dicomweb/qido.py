@@ -24,6 +24,7 @@ from dicomweb.attributes import (
 )
 from oix.access import requester_of
 from dicomweb.context import context_of, service_root
+from dicomweb.records import with_service_root
 from dicomweb.errors import BadRequest, NotAcceptable
 from dicomweb.negotiation import accepts_dicom_json
 from storage.query import AttributeMatch, MatchKind, Query, QueryLevel, matchable_at
@@ -183,8 +184,10 @@ def _search(level: QueryLevel):
         results = render(request, org, query, rows, include, representatives)
         headers = {"Warning": ", ".join(f'299 oix "{w}"' for w in warnings)} if warnings else None
         # An empty result is 200 with [] (PS3.18 allows 204; OHIF and dicomweb-client read both).
-        return Response(orjson.dumps(results, option=orjson.OPT_SORT_KEYS), media_type="application/dicom+json",
-                        headers=headers)
+        body = orjson.dumps(results, option=orjson.OPT_SORT_KEYS)
+        if representatives:  # an included sequence may hold bulk data: its URIs become absolute
+            body = with_service_root(body, service_root(request, org).encode())
+        return Response(body, media_type="application/dicom+json", headers=headers)
 
     return search
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import secrets
 
+import pydicom
 import pytest
 
 from conformance.corpus import Patient, StudySpec, new_uid
-from tests.dicomweb_requests import make_study, store_study
+from tests.dicomweb_requests import edited, make_study, store_study
+from tests.multipart_body import split_related
 
 STUDY_UID, SERIES_UID, SOP_UID = "0020000D", "0020000E", "00080018"
 NUMBER_OF_STUDY_RELATED_SERIES, NUMBER_OF_STUDY_RELATED_INSTANCES = "00201206", "00201208"
@@ -164,6 +166,31 @@ def test_qido_includefield_adds_attributes_by_keyword_tag_and_all(server, org, w
     [both] = http.get(f"{root}/studies", params=[("PatientID", f"{TAG}-1"), ("includefield", "Manufacturer"),
                                                  ("includefield", "SliceThickness")]).json()
     assert MANUFACTURER in both and SLICE_THICKNESS in both
+
+
+def test_qido_includefield_of_a_sequence_with_bulk_data_gives_absolute_bulk_data_uris(server, org, http):
+    """PS3.18 10.6.3.3 and F.2.6: an included sequence is returned whole; a bulk value nested in
+    it is a BulkDataURI that resolves, below the service root the client used."""
+    spec = StudySpec(patient=Patient("Icon^Ida", f"{TAG}-icon", "19700101", "O"), rows=8, columns=8)
+    study = make_study(spec)
+    sop, (series, data) = next(iter(study.instances.items()))
+    icon = pydicom.Dataset()
+    icon.Rows = icon.Columns = 64  # 4 KiB: over the 1 KiB bulk threshold
+    icon.SamplesPerPixel, icon.PhotometricInterpretation = 1, "MONOCHROME2"
+    icon.BitsAllocated = icon.BitsStored = 8
+    icon.HighBit, icon.PixelRepresentation = 7, 0
+    icon.PixelData = bytes(range(256)) * 16
+    study.instances[sop] = (series, edited(data, IconImageSequence=pydicom.Sequence([icon])))
+    store_study(http, server.root(org), study)
+    root = server.root(org)
+    [result] = search(http, root, "/instances", PatientID=f"{TAG}-icon", SOPInstanceUID=sop,
+                      includefield="IconImageSequence")
+    uri = result["00880200"]["Value"][0][PIXEL_DATA]["BulkDataURI"]
+    assert uri.startswith(f"{root}/studies/{study.study_uid}/series/{series}/instances/{sop}/bulkdata/")
+    response = http.get(uri)
+    assert response.status_code == 200
+    [part] = split_related(response.headers["content-type"], response.content)
+    assert part.content == bytes(range(256)) * 16
 
 
 def test_qido_accepts_fuzzymatching_with_a_warning(server, org, world, http):
