@@ -171,7 +171,8 @@ def test_qido_includefield_adds_attributes_by_keyword_tag_and_all(server, org, w
 def test_qido_includefield_of_a_sequence_with_bulk_data_gives_absolute_bulk_data_uris(server, org, http):
     """PS3.18 10.6.3.3 and F.2.6: an included sequence is returned whole; a bulk value nested in
     it is a BulkDataURI that resolves, below the service root the client used."""
-    spec = StudySpec(patient=Patient("Icon^Ida", f"{TAG}-icon", "19700101", "O"), rows=8, columns=8)
+    # Outside SCOPE: the other tests here count this module's world of studies.
+    spec = StudySpec(patient=Patient("Icon^Ida", f"{TAG}icon", "19700101", "O"), rows=8, columns=8)
     study = make_study(spec)
     sop, (series, data) = next(iter(study.instances.items()))
     icon = pydicom.Dataset()
@@ -183,7 +184,7 @@ def test_qido_includefield_of_a_sequence_with_bulk_data_gives_absolute_bulk_data
     study.instances[sop] = (series, edited(data, IconImageSequence=pydicom.Sequence([icon])))
     store_study(http, server.root(org), study)
     root = server.root(org)
-    [result] = search(http, root, "/instances", PatientID=f"{TAG}-icon", SOPInstanceUID=sop,
+    [result] = search(http, root, "/instances", PatientID=f"{TAG}icon", SOPInstanceUID=sop,
                       includefield="IconImageSequence")
     uri = result["00880200"]["Value"][0][PIXEL_DATA]["BulkDataURI"]
     assert uri.startswith(f"{root}/studies/{study.study_uid}/series/{series}/instances/{sop}/bulkdata/")
