@@ -270,10 +270,9 @@ class InstanceIndex:
     def dicom_json(self, org: str, study_uid: str, series_uid: str | None = None,
                    sop_instance_uid: str | None = None) -> list[tuple[str, str, str, bytes]]:
         """(study, series, instance, DICOM JSON) of each instance in scope."""
-        scope = {"org": org, "study_uid": study_uid, "series_uid": series_uid, "sop_instance_uid": sop_instance_uid}
-        statement = _DICOM_JSON_IN[3 if sop_instance_uid is not None else 2 if series_uid is not None else 1]
+        scope = _given(org, study_uid, series_uid, sop_instance_uid)
         with self.database.read() as connection:
-            return connection.execute(statement, scope).all()  # type: ignore[return-value]
+            return connection.execute(_DICOM_JSON_IN[tuple(scope)], scope).all()  # type: ignore[return-value]
 
     def first_dicom_json(self, org: str, level: QueryLevel, keys: Iterable[tuple[str, str | None]]) -> dict:
         """The DICOM JSON of one instance per study (or series): the source of attributes that
@@ -294,12 +293,8 @@ class InstanceIndex:
             return found
 
     def _scope(self, org: str, study_uid: str, series_uid: str | None, sop_instance_uid: str | None):
-        conditions = [INSTANCE.c.org == org, INSTANCE.c.study_uid == study_uid]
-        if series_uid is not None:
-            conditions.append(INSTANCE.c.series_uid == series_uid)
-        if sop_instance_uid is not None:
-            conditions.append(INSTANCE.c.sop_instance_uid == sop_instance_uid)
-        return conditions
+        return [INSTANCE.c[key] == value
+                for key, value in _given(org, study_uid, series_uid, sop_instance_uid).items()]
 
     # -- delete -------------------------------------------------------------------------------
 
@@ -485,12 +480,19 @@ def _condition(column, vr: str, match: AttributeMatch) -> ColumnElement[bool]:
     return column == value
 
 
-# Study metadata is the hottest read (a viewer's first request): its statements are built once,
-# bound per call, scoped to an organisation and a study, series or instance.
-_SCOPE_KEYS = ("org", "study_uid", "series_uid", "sop_instance_uid")
+def _given(org: str, study_uid: str, series_uid: str | None, sop_instance_uid: str | None) -> dict[str, str]:
+    """The instance columns that scope a study, series or instance request, with their values:
+    always the organisation and study, then the series and instance where they are named."""
+    scope = {"org": org, "study_uid": study_uid, "series_uid": series_uid, "sop_instance_uid": sop_instance_uid}
+    return {key: value for key, value in scope.items() if value is not None}
+
+
+# Study metadata is the hottest read (a viewer's first request): its statements are built once
+# for each scope `_given` can name, and bound per call.
 _DICOM_JSON_IN = {
-    depth: select(INSTANCE.c.study_uid, INSTANCE.c.series_uid, INSTANCE.c.sop_instance_uid, INSTANCE.c.dicom_json)
-    .where(*(INSTANCE.c[key] == bindparam(key) for key in _SCOPE_KEYS[:depth + 1]))
+    keys: select(INSTANCE.c.study_uid, INSTANCE.c.series_uid, INSTANCE.c.sop_instance_uid, INSTANCE.c.dicom_json)
+    .where(*(INSTANCE.c[key] == bindparam(key) for key in keys))
     .order_by(INSTANCE.c.series_uid, INSTANCE.c.instance_number, INSTANCE.c.id)
-    for depth in (1, 2, 3)
+    for keys in (("org", "study_uid"), ("org", "study_uid", "series_uid"), ("org", "study_uid", "sop_instance_uid"),
+                 ("org", "study_uid", "series_uid", "sop_instance_uid"))
 }
