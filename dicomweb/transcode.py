@@ -90,6 +90,10 @@ class Encoding:
     library: str  # the encoder, as the conformance statement names it
     method: str = ""
     plugin: str = ""  # pydicom's encoding plugin to use; "" tries each installed one
+    # The fewest rows and columns the encoder takes. OpenJPEG, as pylibjpeg-openjpeg runs it,
+    # makes 6 wavelet resolutions, which need 2^5 = 32 pixels a side: smaller images are refused
+    # here, because OpenJPEG failing on them, two at once, has crashed the whole server.
+    min_side: int = 0
 
     @property
     def lossless(self) -> bool:
@@ -98,6 +102,12 @@ class Encoding:
     @property
     def native(self) -> bool:
         return not self.syntax.is_encapsulated
+
+    def require_fits(self, described: dict) -> None:
+        """Refuse, before the encoder runs, pixel data it is known not to take."""
+        if min(int(described["rows"]), int(described["columns"])) < self.min_side:
+            raise CannotEncode(_refusal(self.syntax, described, f"the encoder ({self.library}) needs at least "
+                                                                f"{self.min_side} pixels a side"))
 
     def options_for(self, pixels: np.ndarray, bits_stored: int) -> tuple[dict[str, Any], bool]:
         """The encoder's options for `pixels`, and whether they lose information."""
@@ -117,9 +127,9 @@ ENCODINGS = {encoding.syntax: encoding for encoding in (
     Encoding(DeflatedExplicitVRLittleEndian, "pydicom (zlib)"),
     # pylibjpeg-rle: the same bytes as pydicom's own RLE encoder, an order of magnitude faster.
     Encoding(RLELossless, "pylibjpeg-rle", plugin="pylibjpeg"),
-    Encoding(JPEG2000Lossless, "pylibjpeg-openjpeg (OpenJPEG)"),
+    Encoding(JPEG2000Lossless, "pylibjpeg-openjpeg (OpenJPEG)", min_side=32),
     Encoding(JPEGLSLossless, "pyjpegls (CharLS)"),
-    Encoding(JPEG2000, "pylibjpeg-openjpeg (OpenJPEG)", "ISO_15444_1"),
+    Encoding(JPEG2000, "pylibjpeg-openjpeg (OpenJPEG)", "ISO_15444_1", min_side=32),
     Encoding(JPEGLSNearLossless, "pyjpegls (CharLS)", "ISO_14495_1"),
 )}
 
@@ -247,6 +257,7 @@ def _compressed(decoded: _Decoded, encoding: Encoding) -> Dataset:
     dataset.PhotometricInterpretation = str(described["photometric_interpretation"])
     if int(described["samples_per_pixel"]) > 1:
         dataset.PlanarConfiguration = 0
+    encoding.require_fits(described)
     uncompressed = get_expected_length(dataset, unit="bytes")
     options, lossy = encoding.options_for(pixels, int(described["bits_stored"]))
     try:
@@ -273,7 +284,7 @@ def _values(dataset: Dataset, keyword: str) -> list:
     return list(value) if isinstance(value, MultiValue) else [value]
 
 
-def _refusal(syntax: str, pixels: dict, exc: Exception) -> str:
+def _refusal(syntax: str, pixels: dict, exc: Exception | str) -> str:
     reason = " ".join(line.strip() for line in str(exc).splitlines())
     return (f"{_name(syntax)} cannot hold this object's pixel data ({pixels.get('rows')}x{pixels.get('columns')}, "
             f"{pixels.get('samples_per_pixel')} sample(s) per pixel, {pixels.get('photometric_interpretation')}, "
@@ -326,6 +337,7 @@ def _encoded_frame(pixels: np.ndarray, described: dict, encoding: Encoding) -> b
     described = {**described, "number_of_frames": 1}
     if int(described["samples_per_pixel"]) > 1:
         described["planar_configuration"] = 0  # decoded arrays are colour-by-pixel
+    encoding.require_fits(described)
     options, _lossy = encoding.options_for(pixels, int(described["bits_stored"]))
     try:
         return get_encoder(encoding.syntax).encode(pixels, encoding_plugin=encoding.plugin, **described, **options)

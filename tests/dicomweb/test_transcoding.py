@@ -256,6 +256,22 @@ def test_a_syntax_nothing_here_encodes_is_406_naming_what_can_be_sent(stored):
     assert "transfer-syntax=*" in response.text and JPEG_2000_LOSSLESS in response.text
 
 
+def test_an_image_too_small_for_openjpeg_is_refused_before_it_is_encoded(stored):
+    """PS3.18 8.7.5: a 16x16 CT in either JPEG 2000 syntax is 406 with the reason, decided before
+    OpenJPEG runs: two of its failed encodes at once have crashed the server. Asked for many
+    times, two at a time, whole objects and frames; the server is still there afterwards."""
+    item = by_name("pydicom/dicomdirtests/77654033/CT2/17106")
+    requests = [(stored.url(item), dicom_accept(syntax)) for syntax in (JPEG_2000_LOSSLESS, JPEG_2000)]
+    requests += [(f"{stored.url(item)}/frames/1", 'multipart/related; type="image/jp2"')]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        answers = list(pool.map(lambda request: stored.http.get(request[0], headers={"Accept": request[1]}),
+                                requests * 10))
+    for response in answers:
+        assert response.status_code == 406, response.text[:300]
+        assert "at least 32 pixels a side" in response.text
+    assert stored.http.get(f"{stored.server.base_url}/healthz").status_code == 200
+
+
 def test_an_instance_a_syntax_cannot_hold_falls_back_to_the_next_accepted(stored):
     """PS3.18 8.7.5, each part its own transfer syntax: in one study a 32-bit dose grid, which
     JPEG 2000 Lossless cannot hold here, comes as stored (the client's second choice) while a
