@@ -9,7 +9,9 @@ import functools
 import io
 import math
 import os
+import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
@@ -92,8 +94,14 @@ class Encoding:
     plugin: str = ""  # pydicom's encoding plugin to use; "" tries each installed one
     # The fewest rows and columns the encoder takes. OpenJPEG, as pylibjpeg-openjpeg runs it,
     # makes 6 wavelet resolutions, which need 2^5 = 32 pixels a side: smaller images are refused
-    # here, because OpenJPEG failing on them, two at once, has crashed the whole server.
+    # with that reason before it runs, instead of with OpenJPEG's own error.
     min_side: int = 0
+    # A lock the encoder runs under where its library is not safe on two threads at once.
+    one_at_a_time: threading.Lock | None = None
+
+    def running(self) -> AbstractContextManager:
+        """Held while the encoder runs."""
+        return self.one_at_a_time or nullcontext()
 
     @property
     def lossless(self) -> bool:
@@ -121,15 +129,22 @@ class Encoding:
         return {}, False
 
 
+# pylibjpeg-openjpeg's encoder is not safe on two threads at once: concurrent encodes corrupt
+# the heap and the server dies of a segmentation fault (reproduced in one process, 4 threads
+# transcoding the corpora to JPEG 2000: a crash in every run; none with one thread). It holds
+# the GIL while it runs, so encoding one at a time costs no parallelism.
+OPENJPEG_ENCODER = threading.Lock()
+
 ENCODINGS = {encoding.syntax: encoding for encoding in (
     Encoding(ExplicitVRLittleEndian, "pydicom"),
     Encoding(ImplicitVRLittleEndian, "pydicom"),
     Encoding(DeflatedExplicitVRLittleEndian, "pydicom (zlib)"),
     # pylibjpeg-rle: the same bytes as pydicom's own RLE encoder, an order of magnitude faster.
     Encoding(RLELossless, "pylibjpeg-rle", plugin="pylibjpeg"),
-    Encoding(JPEG2000Lossless, "pylibjpeg-openjpeg (OpenJPEG)", min_side=32),
+    Encoding(JPEG2000Lossless, "pylibjpeg-openjpeg (OpenJPEG)", min_side=32, one_at_a_time=OPENJPEG_ENCODER),
     Encoding(JPEGLSLossless, "pyjpegls (CharLS)"),
-    Encoding(JPEG2000, "pylibjpeg-openjpeg (OpenJPEG)", "ISO_15444_1", min_side=32),
+    Encoding(JPEG2000, "pylibjpeg-openjpeg (OpenJPEG)", "ISO_15444_1", min_side=32,
+             one_at_a_time=OPENJPEG_ENCODER),
     Encoding(JPEGLSNearLossless, "pyjpegls (CharLS)", "ISO_14495_1"),
 )}
 
@@ -261,8 +276,9 @@ def _compressed(decoded: _Decoded, encoding: Encoding) -> Dataset:
     uncompressed = get_expected_length(dataset, unit="bytes")
     options, lossy = encoding.options_for(pixels, int(described["bits_stored"]))
     try:
-        dataset.compress(encoding.syntax, pixels, encoding_plugin=encoding.plugin, generate_instance_uid=False,
-                         **options)
+        with encoding.running():
+            dataset.compress(encoding.syntax, pixels, encoding_plugin=encoding.plugin, generate_instance_uid=False,
+                             **options)
     except Exception as exc:  # pydicom refuses what PS3.5 8.2 does not allow, with the reason
         raise CannotEncode(_refusal(encoding.syntax, described, exc)) from exc
     if lossy:
@@ -340,6 +356,8 @@ def _encoded_frame(pixels: np.ndarray, described: dict, encoding: Encoding) -> b
     encoding.require_fits(described)
     options, _lossy = encoding.options_for(pixels, int(described["bits_stored"]))
     try:
-        return get_encoder(encoding.syntax).encode(pixels, encoding_plugin=encoding.plugin, **described, **options)
+        with encoding.running():
+            return get_encoder(encoding.syntax).encode(pixels, encoding_plugin=encoding.plugin, **described,
+                                                       **options)
     except Exception as exc:
         raise CannotEncode(_refusal(encoding.syntax, described, exc)) from exc

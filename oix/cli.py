@@ -4,6 +4,7 @@ OIX_DATABASE_URL; flags win."""
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import ipaddress
 import logging
 import os
@@ -210,6 +211,9 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"oix: {refusal}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
+    # A native library crashing the process leaves the Python stack of every thread on stderr,
+    # so an administrator (and a CI log) can tell which request killed it.
+    faulthandler.enable()
     app = create_app(settings)
     tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)} if settings.tls_cert else {}
     # uvicorn's TLS context is Python's PROTOCOL_TLS_SERVER: TLS 1.2 at least (Python >= 3.10).
