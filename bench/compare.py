@@ -58,7 +58,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--root", help="run the workload alone against this DICOMweb service root URL"
     )
-    parser.add_argument("--pid", type=int, help="with --root: the server's pid, for peak RSS")
+    parser.add_argument("--pid", type=int, help="with --root: the server's pid, for peak RSS and processor time")
     parser.add_argument(
         "--keep", action="store_true", help="keep the servers' data directories and logs"
     )

@@ -34,6 +34,8 @@ def headline_metrics(details: dict, scale: Scale) -> list[Metric]:
             Metric(f"stow_{phase}_ips", label, stow["instances_per_second"], "inst/s", True),
             Metric(f"stow_{phase}_mbps", label, stow["megabytes_per_second"], "MB/s", True),
         ]
+    for phase, size in (("64x64_cN", "64×64"), ("512x512_cN", "512×512")):
+        metrics += _processor_time(phase, f"STOW {size}, {scale.concurrency} clients", details["stow"][phase])
     if "disk_ceiling" in details:  # measured by bench.disk just before this target started
         ceiling = details["disk_ceiling"]["megabytes_per_second"]
         share = details["stow"]["512x512_cN"]["megabytes_per_second"] / ceiling * 100 if ceiling else 0.0
@@ -65,6 +67,20 @@ def headline_metrics(details: dict, scale: Scale) -> list[Metric]:
         peak = details["peak_rss_bytes"] / MB
         metrics.append(Metric("peak_rss_mb", "server peak RSS", peak, "MB", False))
     return metrics
+
+
+def _processor_time(phase: str, label: str, stow: dict) -> list[Metric]:
+    """The server's processor time per stored instance, and how busy the machine's cores were
+    (bench.cpu): near 100 %, the cores, not the disk, bound the phase."""
+    cpu, stored = stow.get("cpu") or {}, stow["instances_stored"]
+    found = []
+    if cpu.get("server_seconds") is not None and stored:
+        found.append(Metric(f"stow_{phase}_server_cpu_ms", f"{label}: server CPU per instance",
+                            cpu["server_seconds"] * 1000 / stored, "ms", False))
+    if cpu:
+        found.append(Metric(f"stow_{phase}_machine_busy", f"{label}: cores busy (server and clients)",
+                            cpu["machine_busy_share"] * 100, "%", None))
+    return found
 
 
 def _latency(name: str, label: str, result: dict) -> list[Metric]:

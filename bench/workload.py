@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 
+from bench.cpu import CpuMeter
 from bench.metrics import MB, Metric, headline_metrics
 from bench.peak_rss import PeakRssSampler
 from bench.scale import Scale
@@ -51,6 +52,7 @@ class StowResult:
     seconds: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
     timed_out: bool = False
+    cpu: dict = field(default_factory=dict)  # bench.cpu.CpuUse while the requests ran
 
     @property
     def instances_per_second(self) -> float:
@@ -69,11 +71,12 @@ class StowResult:
 
 
 def store_instances(
-    root: str, requests: list[StowRequest], concurrency: int, budget: Budget
+    root: str, requests: list[StowRequest], concurrency: int, budget: Budget, server_pid: int | None = None
 ) -> StowResult:
     """STOW-RS `POST {root}/studies` of `requests` from `concurrency` threads, each with its
     own connection, until the requests or the budget run out. Throughput counts only the
-    instances the server says it stored (and the bodies of requests answered 200)."""
+    instances the server says it stored (and the bodies of requests answered 200); the
+    processor time of the server (`server_pid`), the clients and the machine is measured."""
     result = StowResult()
     batch = requests[: budget.count]
 
@@ -87,8 +90,10 @@ def store_instances(
         else:
             result.failed_requests += 1
 
-    result.seconds = spread_over_clients(batch, concurrency, budget.seconds,
-                                         lambda client, request: _post_stow(client, root, request), record)
+    with CpuMeter(server_pid) as meter:
+        result.seconds = spread_over_clients(batch, concurrency, budget.seconds,
+                                             lambda client, request: _post_stow(client, root, request), record)
+    result.cpu = meter.use.as_dict()
     result.timed_out = result.requests < len(batch)
     return result
 
@@ -286,7 +291,7 @@ def run_workload(
     sampler = PeakRssSampler(server.pid) if server.pid else None
     try:
         with sampler or nullcontext():
-            _store_phase(root, studies, scale, details, checkpoint)
+            _store_phase(root, server.pid, studies, scale, details, checkpoint)
             with new_client() as client:
                 _read_phase(client, root, studies, scale, details, checkpoint)
     finally:
@@ -297,7 +302,8 @@ def run_workload(
 
 
 def _store_phase(
-    root: str, studies: BenchStudies, scale: Scale, details: dict, checkpoint: Callable[[], None]
+    root: str, server_pid: int | None, studies: BenchStudies, scale: Scale, details: dict,
+    checkpoint: Callable[[], None]
 ) -> None:
     corpus = {"64x64": studies.query_requests, "512x512": studies.large_requests}
     consumed = {size: 0 for size in corpus}
@@ -314,7 +320,7 @@ def _store_phase(
     stow: dict = {"warm_up": {"concurrency": 1, **warm_up.as_dict()}}
     for size, concurrency, budget in phases:
         # Each phase stores requests no earlier phase stored: nothing is sent twice.
-        result = store_instances(root, corpus[size][consumed[size] :], concurrency, budget)
+        result = store_instances(root, corpus[size][consumed[size] :], concurrency, budget, server_pid)
         consumed[size] += result.requests
         name = f"{size}_c{'N' if concurrency > 1 else '1'}"
         stow[name] = {"concurrency": concurrency, **result.as_dict()}
