@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     schedule = [entry for number in range(max(1, arguments.rounds))
                 for entry in (order if number % 2 == 0 else order[::-1])]
     for name, start_server in schedule:
-        # What the previous target wrote (and its data directory's removal) is flushed first, so
-        # that no target's fsyncs wait behind another's writeback.
+        # What the previous target wrote is flushed first, so that no target's fsyncs wait
+        # behind another's writeback; nothing is removed until the end (bench/leftovers.py).
         os.sync()
         target_started = time.perf_counter()
         log.info("== %s", name)

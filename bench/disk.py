@@ -6,13 +6,13 @@ within an hour, so only a figure taken minutes apart means anything)."""
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.leftovers import remove_at_exit
 from bench.metrics import MB
 from bench.timing import Budget
 from storage.blobs import sync_filesystem
@@ -77,5 +77,4 @@ def durable_write_ceiling(file_bytes: int, files_per_batch: int, writers: int, b
             thread.join()
         return DiskCeiling(done, files_per_batch, file_bytes, writers, time.perf_counter() - started)
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
-        os.sync()  # the removal's writeback must not land in the next measurement
+        remove_at_exit(directory)  # not now: see bench/leftovers.py

@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from bench.leftovers import remove_at_exit
 from bench.server_process import ServerUnderTest, free_port, stop, wait_until_ready
 
 log = logging.getLogger("bench")
@@ -101,8 +101,8 @@ def running_oix(
         if keep_dir or failed:
             log.info("OIX data directory %s and log %s kept", data_dir, log_path)
         else:
-            shutil.rmtree(data_dir, ignore_errors=True)
-            log_path.unlink(missing_ok=True)
+            remove_at_exit(data_dir)
+            remove_at_exit(log_path)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.debian import install_debian_packages
+from bench.leftovers import remove_at_exit
 from bench.server_process import ServerUnderTest, free_port, stop, wait_until_ready
 
 log = logging.getLogger("bench")
@@ -107,7 +108,7 @@ def running_orthanc(keep_dir: bool = False) -> Iterator[ServerUnderTest]:
         if keep_dir or failed:
             log.info("Orthanc's files and log kept in %s", work_dir)
         else:
-            shutil.rmtree(work_dir, ignore_errors=True)
+            remove_at_exit(work_dir)
 
 
 def installed_versions() -> dict[str, str]:
