@@ -40,6 +40,8 @@ class MediaType:
 
 def split_unquoted(text: str, sep: str) -> list[str]:
     """Split on `sep` outside double quotes (Accept headers, media type parameters)."""
+    if '"' not in text:
+        return text.split(sep)
     pieces, current, quoted = [], [], False
     for char in text:
         if char == '"':
@@ -124,16 +126,25 @@ async def read_parts(
             while True:
                 found = buffer.find(next_delimiter)
                 if found >= 0:
-                    await sink.write(bytes(buffer[:found]))
-                    del buffer[: found + len(next_delimiter)]
+                    await sink.write(_take(buffer, found, len(next_delimiter)))
                     break
                 if len(buffer) > keep:
-                    await sink.write(bytes(buffer[: len(buffer) - keep]))
-                    del buffer[: len(buffer) - keep]
+                    await sink.write(_take(buffer, len(buffer) - keep))
                 if not await fill():
                     raise MultipartError("the body ends inside a part (no closing boundary)")
         finally:
             await sink.close()
+
+
+def _take(buffer: bytearray, length: int, skip: int = 0) -> bytes:
+    """The first `length` bytes of `buffer`, copied once, removed with `skip` bytes after them."""
+    view = memoryview(buffer)
+    try:
+        taken = bytes(view[:length])
+    finally:
+        view.release()
+    del buffer[: length + skip]
+    return taken
 
 
 def _parse_headers(block: bytes) -> dict[str, str]:

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from oix.access import requester_of
 from dicomweb.context import DicomWebLimits, PartChecker, context_of, service_root
 from dicomweb.errors import BadRequest, FailureReason, PayloadTooLarge, UnsupportedMediaType
-from dicomweb.multipart import MediaType, MultipartError, read_parts
+from dicomweb.multipart import MediaType, MultipartError, PartSink, read_parts
 from dicomweb.checks import Failure, PartToCheck
 from exchange.archive import Archive, Incoming
 from storage.blobs import BlobWriter
@@ -60,31 +60,10 @@ class _Spool:
         self.total = 0
         self.held = 0
 
-    def open_part(self, headers: dict[str, str]):
+    def open_part(self, headers: dict[str, str]) -> _PartSink:
         writer = self.archive.blobs.new_writer()
         self.parts.append(ReceivedPart(writer, MediaType.parse(headers.get("content-type", DICOM)).type))
-        spool = self
-
-        class Sink:
-            async def write(self, chunk: bytes) -> None:
-                spool.total += len(chunk)
-                if spool.total > spool.limits.max_request_bytes:
-                    raise PayloadTooLarge(
-                        f"the request is larger than this server accepts ({spool.limits.max_request_bytes} bytes); "
-                        "send the study in several requests")
-                if writer.size + len(chunk) > spool.limits.max_object_bytes:
-                    raise PayloadTooLarge(
-                        f"part {len(spool.parts)} is larger than this server accepts for one object "
-                        f"({spool.limits.max_object_bytes} bytes)")
-                writer.buffer(chunk)
-                spool.held += len(chunk)
-                if spool.held >= spool.MEMORY_BYTES:
-                    await run_in_threadpool(spool.flush)
-
-            async def close(self) -> None:
-                pass  # closed, with the file's last bytes, by store_parts in a worker thread
-
-        return Sink()
+        return _PartSink(self, writer)
 
     def flush(self) -> None:
         for part in self.parts:
@@ -94,6 +73,33 @@ class _Spool:
 
     def discard(self) -> None:
         self.archive.discard([part.writer for part in self.parts])
+
+
+class _PartSink(PartSink):
+    """One part of a spooled request: its bytes go to the part's writer, within the limits."""
+
+    def __init__(self, spool: _Spool, writer: BlobWriter):
+        self.spool = spool
+        self.writer = writer
+
+    async def write(self, chunk: bytes) -> None:
+        spool, writer = self.spool, self.writer
+        spool.total += len(chunk)
+        if spool.total > spool.limits.max_request_bytes:
+            raise PayloadTooLarge(
+                f"the request is larger than this server accepts ({spool.limits.max_request_bytes} bytes); "
+                "send the study in several requests")
+        if writer.size + len(chunk) > spool.limits.max_object_bytes:
+            raise PayloadTooLarge(
+                f"part {len(spool.parts)} is larger than this server accepts for one object "
+                f"({spool.limits.max_object_bytes} bytes)")
+        writer.buffer(chunk)
+        spool.held += len(chunk)
+        if spool.held >= spool.MEMORY_BYTES:
+            await run_in_threadpool(spool.flush)
+
+    async def close(self) -> None:
+        pass  # closed, with the file's last bytes, by store_parts in a worker thread
 
 
 # Keeps the objects that passed their checks, given the messages of those that did not:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import hashlib
+import itertools
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -131,18 +131,19 @@ class FileBlobStore:
         for stale in self.incoming.iterdir():  # never acknowledged: a crash mid-request left them
             if not _receiver_running(stale.name):  # not another process's upload in flight
                 stale.unlink(missing_ok=True)
-        self._counter = 0
-        self._directories: set[Path] = set()  # fan-out folders known to exist
-        self._lock = threading.Lock()
+        self._counter = itertools.count(1)  # next() is atomic: writers are made on many threads
+        self._directories: set[str] = set()  # fan-out folders known to exist
 
     def new_writer(self) -> SpooledBlob:
-        with self._lock:
-            self._counter += 1
-            name = f"{os.getpid()}-{self._counter}-{os.urandom(4).hex()}"
+        name = f"{os.getpid()}-{next(self._counter)}-{os.urandom(4).hex()}"
         return SpooledBlob(self.incoming / name, self.keyring)
 
     def path_of(self, key: str) -> Path:
-        return self.blob_dir / key[:2] / key[2:4] / key
+        return Path(self._folder_of(key), key)
+
+    def _folder_of(self, key: str) -> str:
+        # A string, not a Path: a request places every one of its objects here.
+        return f"{self.blob_dir}/{key[:2]}/{key[2:4]}"
 
     def commit(self, writers: list[BlobWriter]) -> None:
         # Always replace: an existing file of the same name may be a leftover of a crash before
@@ -150,10 +151,11 @@ class FileBlobStore:
         placed = []
         for writer in writers:
             writer.close()
-            target = self.path_of(writer.key)
-            if target.parent not in self._directories:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._directories.add(target.parent)
+            folder = self._folder_of(writer.key)
+            if folder not in self._directories:
+                os.makedirs(folder, exist_ok=True)
+                self._directories.add(folder)
+            target = f"{folder}/{writer.key}"
             os.replace(writer.path, target)
             placed.append(target)
         sync_filesystem(self.root, placed)
@@ -228,7 +230,7 @@ def _receiver_running(name: str) -> bool:
 _libc = None
 
 
-def sync_filesystem(root: Path, placed: list[Path]) -> None:
+def sync_filesystem(root: Path, placed: list[str] | list[Path]) -> None:
     """Make renamed files durable together: syncfs(2) on Linux flushes the files and their
     directory entries in one call; elsewhere, fsync each file and its directory."""
     global _libc
@@ -247,7 +249,7 @@ def sync_filesystem(root: Path, placed: list[Path]) -> None:
             os.close(fd)
         return
     for path in placed:  # pragma: no cover - non-Linux
-        for target in (path, path.parent):
+        for target in (path, os.path.dirname(path)):
             fd = os.open(target, os.O_RDONLY)
             try:
                 os.fsync(fd)
