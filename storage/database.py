@@ -11,11 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.schema import CreateIndex
 from sqlmodel import SQLModel
 
-from storage import tables  # noqa: F401 - registers the tables on SQLModel.metadata
+from storage import tables  # registers the tables on SQLModel.metadata
 
 
 def database_url(url: str | None, data_dir: Path) -> str:
@@ -50,7 +51,15 @@ class Database:
         self._wal_path = f"{sqlite_file(url)}-wal" if self.is_sqlite else ""
 
     def create_schema(self) -> None:
+        """Create what is missing: tables, and the indexes a newer version declares on tables
+        that already exist (built on its first start); then drop the retired indexes."""
         SQLModel.metadata.create_all(self.engine)
+        with self.write() as connection:
+            for table in SQLModel.metadata.sorted_tables:
+                for index in table.indexes:  # IF NOT EXISTS: a second process may be starting too
+                    connection.execute(CreateIndex(index, if_not_exists=True))
+            for name in tables.RETIRED_INDEXES:
+                connection.execute(text(f"DROP INDEX IF EXISTS {name}"))
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

@@ -79,7 +79,9 @@ class Instance(SQLModel, table=True):
 
     __table_args__ = (
         UniqueConstraint("org", "sop_instance_uid"),
-        Index("ix_instance_org_study_series", "org", "study_uid", "series_uid"),
+        # Study metadata, retrieves and instance queries read a study's instances in this order
+        # straight from the index, with no sort of their rows (and their DICOM JSON).
+        Index("ix_instance_org_study_series_number", "org", "study_uid", "series_uid", "instance_number", "id"),
         Index("ix_instance_blob", "blob_key"),
     )
     id: int | None = Field(default=None, primary_key=True)
@@ -403,3 +405,8 @@ class PatientAccessLink(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+# Indexes that an earlier version created and a later one replaced: dropped on start
+# (Database.create_schema), after the indexes that replace them are built.
+RETIRED_INDEXES = ("ix_instance_org_study_series",)
