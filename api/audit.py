@@ -51,7 +51,7 @@ async def search_audit(request: Request) -> Response:
     api.audit.record(AuditEvent.for_request(
         requester_of(request), AuditAction.AUDIT_LOG_USED, org=org,
         detail=f"{export or 'json'} {since:%Y-%m-%dT%H:%M:%SZ}..{until:%Y-%m-%dT%H:%M:%SZ} {described}".strip()))
-    await run_in_threadpool(api.audit.flush)  # what is asked for includes what just happened
+    await run_in_threadpool(api.audit.settle)  # what is asked for includes what just happened
     if export in EXPORTS:
         records = api.audit.iterate(org, since, until, **filters)
         headers = {"Content-Disposition": f'attachment; filename="oix-audit-{org}-{now:%Y%m%d}.{_extension(export)}"'}

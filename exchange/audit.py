@@ -236,11 +236,12 @@ class AuditTrail:
     every `flush_interval` seconds, or `write`n inside a caller's own write transaction so they
     commit with it (STOW: the store events and the index rows, one commit). The same thread
     purges events older than `retention` every `purge_interval`. `enabled=False` (a declared
-    demo only) records nothing; reading and verifying still work."""
+    demo only) records nothing; reading and verifying still work. `shared`: other server
+    processes (`oix serve --workers`) buffer events of their own (see `settle`)."""
 
     def __init__(self, database: Database, retention: timedelta = DEFAULT_RETENTION, flush_interval: float = 0.2,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-                 purge_interval: timedelta = timedelta(days=1), enabled: bool = True):
+                 purge_interval: timedelta = timedelta(days=1), enabled: bool = True, shared: bool = False):
         self.log = AuditLog(database)
         self.database = database
         self.retention = retention
@@ -248,6 +249,7 @@ class AuditTrail:
         self.clock = clock
         self.purge_interval = purge_interval
         self.enabled = enabled
+        self.shared = shared
         self._buffer: list[AuditEvent] = []
         self._buffer_lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one flush at a time keeps buffered events in order
@@ -295,6 +297,14 @@ class AuditTrail:
                     raise
                 written += len(pending)
         return written
+
+    def settle(self) -> None:
+        """Before a search: write this process's buffered events, and where other server
+        processes buffer theirs, wait two of their flush intervals, so the search includes what
+        any of them recorded before it began."""
+        self.flush()
+        if self.shared:
+            time.sleep(2 * self.flush_interval)
 
     @property
     def pending(self) -> int:

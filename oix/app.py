@@ -106,16 +106,22 @@ class Services:
         self.database.dispose()
 
 
-def open_services(settings: Settings) -> Services:
-    """Everything below HTTP, opened on the configured data directory and database."""
+def open_database(settings: Settings) -> tuple[Database, Keyring | None]:
+    """The configured index, its schema brought up to date, and the data directory's keys."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = database_url(settings.database_url, settings.data_dir)
     keyring = Keyring.load(settings.encryption_key_file, settings.encryption_key)
     database = Database(url, index_key=open_data_dir(settings.data_dir, keyring, sqlite_file(url)))
     database.create_schema()
+    return database, keyring
+
+
+def open_services(settings: Settings) -> Services:
+    """Everything below HTTP, opened on the configured data directory and database."""
+    database, keyring = open_database(settings)
     directory = OrganisationDirectory(OrganisationTable(database))
     audit = AuditTrail(database, retention=timedelta(days=settings.audit_retention_days),
-                       enabled=settings.audit_enabled)
+                       enabled=settings.audit_enabled, shared=settings.workers > 1)
     archive = Archive(directory, InstanceIndex(database), FileBlobStore(settings.data_dir, keyring), audit)
     accounts = LocalAccounts(AccountTable(database), directory)
     api_keys = ApiKeys(ApiKeyTable(database), directory)

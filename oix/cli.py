@@ -4,9 +4,7 @@ OIX_DATABASE_URL; flags win."""
 from __future__ import annotations
 
 import argparse
-import faulthandler
 import ipaddress
-import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -27,8 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--cors-origin", action="append", dest="cors_origins",
                        help="an origin allowed to call the API from a browser (repeatable, or OIX_CORS_ORIGINS)")
     serve.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--workers", type=int, default=None,
+                       help="server processes sharing the port (default: one per core, up to 4; OIX_WORKERS)")
     serve.add_argument("--parse-workers", type=int, default=None,
-                       help="processes reading stored objects' headers (default: CPUs up to 4; 0: none)")
+                       help="processes reading stored objects' headers, per worker (default: the cores, up to 4, "
+                            "shared out among the workers; 0: none)")
     serve.add_argument("--tls-cert", default=None, help="PEM certificate (chain): serve HTTPS (OIX_TLS_CERT)")
     serve.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert (OIX_TLS_KEY)")
     serve.add_argument("--no-auth", dest="auth_required", action="store_const", const=False, default=None,
@@ -192,7 +193,7 @@ def _settings(args: argparse.Namespace):
     from oix.settings import Settings
 
     flags = {name: getattr(args, name, None) for name in ("data_dir", "database_url", "host", "port", "log_level",
-                                                      "parse_workers", "tls_cert", "tls_key", "auth_required",
+                                                      "workers", "parse_workers", "tls_cert", "tls_key", "auth_required",
                                                       "demo", "encryption_key_file")}
     origins = getattr(args, "cors_origins", None)
     if origins:
@@ -203,23 +204,22 @@ def _settings(args: argparse.Namespace):
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from oix.app import create_app
+    from oix.workers import serve_workers, server_app
 
     settings = _settings(args)
     refusal = _refusal(settings)
     if refusal:
         print(f"oix: {refusal}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
-    # A native library crashing the process leaves the Python stack of every thread on stderr,
-    # so an administrator (and a CI log) can tell which request killed it.
-    faulthandler.enable()
-    app = create_app(settings)
     tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)} if settings.tls_cert else {}
     # uvicorn's TLS context is Python's PROTOCOL_TLS_SERVER: TLS 1.2 at least (Python >= 3.10).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, loop="uvloop", http="httptools", timeout_keep_alive=30,
-                timeout_graceful_shutdown=10, **tls)  # a TLS peer that never closes must not hold a stop
+    options = dict(host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False,
+                   loop="uvloop", http="httptools", timeout_keep_alive=30,
+                   timeout_graceful_shutdown=10, **tls)  # a TLS peer that never closes must not hold a stop
+    if settings.workers > 1:
+        serve_workers(settings, options)
+    else:
+        uvicorn.run(server_app(settings), **options)
     return 0
 
 
@@ -227,6 +227,8 @@ def _refusal(settings) -> str | None:
     """Why the server must not start as configured, or None."""
     if bool(settings.tls_cert) != bool(settings.tls_key):
         return "--tls-cert and --tls-key go together"
+    if settings.workers < 1:
+        return "--workers takes 1 or more"
     if not settings.auth_required and not settings.demo \
             and not ipaddress.ip_address(_resolve(settings.host)).is_loopback:
         return (f"refusing to serve on {settings.host} without authentication: anything reachable there could "

@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("oix.access")
 
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"  # set by oix.workers for its workers
+
 
 class Metrics:
+    """What /metrics serves (`registry`). Under `oix serve --workers`, each worker's counters
+    are written to files in the shared metrics folder and a scrape adds up all of them."""
+
     def __init__(self):
         self.registry = CollectorRegistry()
+        shared = os.environ.get(METRICS_DIR_VARIABLE)
+        counted = CollectorRegistry() if shared else self.registry
+        if shared:
+            MultiProcessCollector(self.registry, path=shared)
         self.requests = Counter("oix_http_requests_total", "HTTP requests answered",
-                                ["method", "route", "status"], registry=self.registry)
+                                ["method", "route", "status"], registry=counted)
         self.latency = Histogram("oix_http_request_duration_seconds", "Time to answer a request",
-                                 ["method", "route"], registry=self.registry,
+                                 ["method", "route"], registry=counted,
                                  buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
         self.bytes_received = Counter("oix_http_received_bytes_total", "Request body bytes received",
-                                      ["route"], registry=self.registry)
+                                      ["route"], registry=counted)
         self.bytes_sent = Counter("oix_http_sent_bytes_total", "Response body bytes sent",
-                                  ["route"], registry=self.registry)
+                                  ["route"], registry=counted)
 
     def watch_holdings(self, count_holdings) -> None:
         """Instances and bytes held, read from the index at each scrape."""

@@ -21,8 +21,11 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     limits: DicomWebLimits = field(default_factory=DicomWebLimits)
     log_level: str = "info"
-    # Processes that read received objects' headers on STOW (0: in the server process).
-    parse_workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 4))
+    # Server processes sharing the port (`oix serve --workers`): one per core, up to 4.
+    workers: int = field(default_factory=lambda: _cores())
+    # Processes that read received objects' headers on STOW, for each worker (0: in the worker
+    # itself). Default: the cores (up to 4) shared out among the workers, at least one each.
+    parse_workers: int | None = None
     # Trust: without authentication a request without credentials acts as admin of every
     # organisation; allowed on loopback, or elsewhere only for a declared demo.
     auth_required: bool = True
@@ -46,6 +49,10 @@ class Settings:
     encryption_key_file: Path | None = None
     encryption_key: str | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.parse_workers is None:
+            object.__setattr__(self, "parse_workers", max(1, _cores() // max(self.workers, 1)))
+
     @classmethod
     def from_environment(cls, **flags) -> Settings:
         """Flags given on the command line win over OIX_* environment variables."""
@@ -58,6 +65,8 @@ class Settings:
         }
         if env.get("OIX_PARSE_WORKERS"):
             values["parse_workers"] = int(env["OIX_PARSE_WORKERS"])
+        if env.get("OIX_WORKERS"):
+            values["workers"] = int(env["OIX_WORKERS"])
         values["auth_required"] = env.get("OIX_AUTH", "required").lower() != "off"
         values["demo"] = env.get("OIX_DEMO", "").lower() in ("1", "true", "yes")
         values["audit_enabled"] = env.get("OIX_AUDIT", "on").lower() != "off"
@@ -93,3 +102,6 @@ class Settings:
                 values[name] = Path(flags[name])
         return cls(limits=limits, **values)
 
+
+def _cores() -> int:
+    return min(os.cpu_count() or 1, 4)

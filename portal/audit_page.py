@@ -102,7 +102,7 @@ async def audit_page(request: Request) -> Response:
     export = "csv" if request.query_params.get("format") == "csv" else "page"
     audit.record(AuditEvent.for_request(requester_of(request), AuditAction.AUDIT_LOG_USED, org=org,
                                         detail=selection.described(since, until, export)))
-    await run_in_threadpool(audit.flush)  # what is shown includes what just happened
+    await run_in_threadpool(audit.settle)  # what is shown includes what just happened
     if export == "csv":
         records = audit.iterate(org, since, until, **selection.filters)
         return StreamingResponse(iterate_in_threadpool(csv_lines(records)), media_type="text/csv; charset=utf-8",

@@ -5,6 +5,7 @@ file hold no plaintext."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
 from collections.abc import Iterator
@@ -46,8 +47,12 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-        # SQLite allows one writer: serialise writers here rather than spin on SQLITE_BUSY.
+        # SQLite allows one writer: writers queue here rather than spin on SQLITE_BUSY, which
+        # backs off in sleeps of milliseconds. Threads queue on the lock; the server's worker
+        # processes (and `oix` commands) on an flock(2) of a file beside the index.
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._writer_file = f"{sqlite_file(url)}-writer.lock" if self.is_sqlite else ""
+        self._writer_fd: int | None = None
         self._wal_path = f"{sqlite_file(url)}-wal" if self.is_sqlite else ""
 
     def create_schema(self) -> None:
@@ -68,9 +73,20 @@ class Database:
             with self.engine.begin() as connection:
                 yield connection
             return
-        with self._write_lock, self.engine.begin() as connection:
+        with self._write_lock, self._writer(), self.engine.begin() as connection:
             yield connection
         self._sync_log()
+
+    @contextmanager
+    def _writer(self) -> Iterator[None]:
+        """The index's one writer across processes (taken under the thread lock)."""
+        if self._writer_fd is None:
+            self._writer_fd = os.open(self._writer_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._writer_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._writer_fd, fcntl.LOCK_UN)
 
     def _sync_log(self) -> None:
         """Make SQLite's committed WAL durable. Commits run with synchronous=NORMAL under the
@@ -92,6 +108,9 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._writer_fd is not None:
+            os.close(self._writer_fd)
+            self._writer_fd = None
 
 
 def sqlite_file(url: str) -> Path | None:
