@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 
 from starlette.requests import Request
 
+from dicomweb.lru import LruCache
 from exchange.archive import Archive
+
+METADATA_CACHE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,22 @@ PartChecker = Callable[[list, "str | None", int], list]
 
 
 @dataclass(frozen=True)
+class CachedMetadata:
+    """A metadata response as served, valid while the index's data version stays `version`."""
+
+    version: int
+    body: bytes
+    count: int  # instances in it, and the Patient ID of its study: for the audit event
+    patient_id: str
+
+
+@dataclass(frozen=True)
 class DicomWebContext:
     archive: Archive
     limits: DicomWebLimits
     check_parts: PartChecker
+    # Recent metadata responses by (org, study, series, instance, service root); see wado.py.
+    metadata: LruCache[CachedMetadata] = field(default_factory=lambda: LruCache(METADATA_CACHE_BYTES))
 
 
 class ParserPool:

@@ -4,7 +4,6 @@ organisation holds, for display. Each retrieve is scoped and audited as any othe
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 import orjson
@@ -15,6 +14,7 @@ from starlette.routing import Route
 
 from dicomweb.context import context_of, service_root
 from dicomweb.errors import BadRequest, NotAcceptable
+from dicomweb.lru import LruCache
 from dicomweb.multipart import closing, new_boundary, part_head, related_content_type
 from dicomweb.negotiation import accepted
 from dicomweb.rendering import (
@@ -47,33 +47,9 @@ WINDOW_FUNCTIONS = {
 }
 
 
-class RenderedCache:
-    """Recently rendered images by (blob key, frame, rendering). Blobs never change, so an entry
-    never goes stale, and a retrieve is scoped and audited before the cache is looked at. Bounded
-    in bytes, least recently used out first; used from the event loop only, so it needs no lock."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.entries: OrderedDict[tuple, bytes] = OrderedDict()
-        self.size = 0
-
-    def get(self, key: tuple) -> bytes | None:
-        body = self.entries.get(key)
-        if body is not None:
-            self.entries.move_to_end(key)
-        return body
-
-    def put(self, key: tuple, body: bytes) -> None:
-        if key in self.entries or len(body) > self.max_bytes // 16:  # one large image would evict many
-            return
-        self.entries[key] = body
-        self.size += len(body)
-        while self.size > self.max_bytes:
-            _, evicted = self.entries.popitem(last=False)
-            self.size -= len(evicted)
-
-
-CACHE = RenderedCache(CACHE_BYTES)
+# Recently rendered images by (blob key, frame, rendering). Blobs never change, so an entry never
+# goes stale, and a retrieve is scoped and audited before the cache is looked at.
+CACHE: LruCache[bytes] = LruCache(CACHE_BYTES)
 
 
 async def retrieve_rendered(request: Request) -> Response:
@@ -197,7 +173,7 @@ async def _rendered(archive: Archive, item: Held, number: int | None, rendering:
                                 "application/dicom with transfer-syntax=* instead") from exc
         except RegionOutsideImage as exc:
             raise BadRequest(str(exc)) from exc
-        CACHE.put(key, body)
+        CACHE.put(key, body, len(body))
     return body
 
 

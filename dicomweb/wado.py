@@ -13,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from oix.access import requester_of
-from dicomweb.context import context_of, service_root
+from dicomweb.context import CachedMetadata, context_of, service_root
 from dicomweb.errors import BadRequest, NotAcceptable, NotFound
 from dicomweb.multipart import closing, new_boundary, part_head, related_content_type
 from dicomweb.negotiation import (
@@ -38,6 +38,7 @@ from dicomweb.transcode import (
     transcode,
     transcoded_frames,
 )
+from exchange.archive import patient_id_of
 from storage.instances import Held
 
 DICOM = "application/dicom"
@@ -190,18 +191,33 @@ def _instead(exc: CannotTranscode, stored: str) -> str:
 # -- metadata -----------------------------------------------------------------------------------
 
 async def retrieve_metadata(request: Request) -> Response:
-    """PS3.18 10.4.1.1.4: the DICOM JSON of every instance in scope, prepared at store time."""
-    archive = context_of(request).archive
+    """PS3.18 10.4.1.1.4: the DICOM JSON of every instance in scope, prepared at store time.
+
+    A viewer asks for the same study's metadata again and again: a response is kept and served
+    again while the index's data version is unchanged (nothing committed since, by any worker),
+    audited each time as the first was."""
+    context = context_of(request)
+    archive = context.archive
     org, study, series, instance = _scope(request)
     if not accepts_dicom_json(request):
         raise NotAcceptable("metadata is served as application/dicom+json only")
-    found = await run_in_threadpool(archive.dicom_json, org, requester_of(request), study, series, instance)
-    root = service_root(request, org).encode()
+    requester = requester_of(request)
+    root = service_root(request, org)
+    key = (org, study, series, instance, root)
+    version = archive.index_version()  # before the read: a commit during it makes the entry stale
+    cached = context.metadata.get(key) if version is not None else None
+    if cached is not None and cached.version == version:
+        archive.metadata_served(org, requester, study, series, instance, cached.count, cached.patient_id)
+        return Response(cached.body, media_type=DICOM_JSON)
+    found = await run_in_threadpool(archive.dicom_json, org, requester, study, series, instance)
     body = b"[" + b",".join(payload for _, _, _, payload in found) + b"]"
     if MARKED_INSTANCE_URI in body:  # prepared by a version that marked each instance's own URL
         body = b"[" + b",".join(below_service_root(payload, study_uid, series_uid, sop_uid)
                                 for study_uid, series_uid, sop_uid, payload in found) + b"]"
-    return Response(with_service_root(body, root), media_type=DICOM_JSON)
+    body = with_service_root(body, root.encode())
+    if version is not None:
+        context.metadata.put(key, CachedMetadata(version, body, len(found), patient_id_of(found[0][3])), len(body))
+    return Response(body, media_type=DICOM_JSON)
 
 
 # -- frames ---------------------------------------------------------------------------------------

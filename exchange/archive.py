@@ -141,11 +141,21 @@ class Archive:
                    sop_instance_uid: str | None = None) -> list[tuple[str, str, str, bytes]]:
         found = self.index.dicom_json(org, study_uid, series_uid, sop_instance_uid)
         # The Patient ID is in the metadata itself: no second query on this hot path.
-        patients = (_patient_id(found[0][3]),) if found else ()
+        patients = (patient_id_of(found[0][3]),) if found else ()
         self._retrieved(requester, org, "metadata", study_uid, series_uid, sop_instance_uid, len(found), patients)
         if not found:
             raise NotHeld(_describe(study_uid, series_uid, sop_instance_uid))
         return found
+
+    def index_version(self) -> int | None:
+        """A number that changes whenever anything is committed to the index, by any process;
+        None where it cannot tell (PostgreSQL). Cheap enough for an event loop."""
+        return self.index.database.data_version()
+
+    def metadata_served(self, org: str, requester: Requester, study_uid: str, series_uid: str | None,
+                        sop_instance_uid: str | None, count: int, patient_id: str) -> None:
+        """Audit metadata served again without reading the index: the event `dicom_json` writes."""
+        self._retrieved(requester, org, "metadata", study_uid, series_uid, sop_instance_uid, count, (patient_id,))
 
     def _retrieved(self, requester: Requester, org: str, what: str, study_uid: str, series_uid: str | None,
                    sop_instance_uid: str | None, count: int, patients: tuple[str, ...]) -> None:
@@ -212,7 +222,7 @@ def _refused_store(requester: Requester, org: str, reasons: list[str]) -> AuditE
                                   detail="; ".join(reasons)[:4000])
 
 
-def _patient_id(dicom_json: bytes) -> str:
+def patient_id_of(dicom_json: bytes) -> str:
     """Patient ID (0010,0020) of an instance's DICOM JSON (PS3.18 F.2)."""
     values = orjson.loads(dicom_json).get("00100020", {}).get("Value") or [""]
     return str(values[0] or "")

@@ -54,6 +54,8 @@ class Database:
         self._writer_file = f"{sqlite_file(url)}-writer.lock" if self.is_sqlite else ""
         self._writer_fd: int | None = None
         self._wal_path = f"{sqlite_file(url)}-wal" if self.is_sqlite else ""
+        self._version_lock = threading.Lock()
+        self._version_connection = None  # never writes: see data_version
 
     def create_schema(self) -> None:
         """Create what is missing: tables, and the indexes a newer version declares on tables
@@ -101,12 +103,30 @@ class Database:
         finally:
             os.close(fd)
 
+    def data_version(self) -> int | None:
+        """A number that changes whenever any other connection, of this process or another,
+        commits to the SQLite index (PRAGMA data_version, asked of a connection that never
+        writes); None on PostgreSQL. About a microsecond: SQLite reads it from the index's
+        shared memory, so an event loop may ask."""
+        if not self.is_sqlite:
+            return None
+        with self._version_lock:
+            if self._version_connection is None:
+                pooled = self.engine.raw_connection()
+                pooled.detach()  # out of the pool: no write ever runs on it
+                self._version_connection = pooled
+            return self._version_connection.dbapi_connection.execute("PRAGMA data_version").fetchone()[0]
+
     @contextmanager
     def read(self) -> Iterator[Connection]:
         with self.engine.connect() as connection:
             yield connection
 
     def dispose(self) -> None:
+        with self._version_lock:
+            if self._version_connection is not None:
+                self._version_connection.close()
+                self._version_connection = None
         self.engine.dispose()
         if self._writer_fd is not None:
             os.close(self._writer_fd)

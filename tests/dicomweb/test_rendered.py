@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 
-from dicomweb.rendered import RenderedCache
+from dicomweb.lru import LruCache
 from tests.dicomweb_requests import instance_url
 from tests.multipart_body import split_related
 from tests.real_files import CorpusFile, by_name, corpus_files, layers
@@ -413,11 +413,11 @@ def test_a_rendered_retrieve_is_audited_each_time_even_when_cached(server, http,
 
 def test_the_cache_of_rendered_images_stays_within_its_bound():
     """Least recently used out first; an image above a sixteenth of the bound is not kept."""
-    cache = RenderedCache(max_bytes=1600)
+    cache = LruCache(max_bytes=1600)
     for number in range(20):
-        cache.put(("blob", number), bytes(100))
+        cache.put(("blob", number), bytes(100), 100)
         cache.get(("blob", 0))  # kept in use
     assert cache.size <= 1600 and cache.get(("blob", 0)) and cache.get(("blob", 19))
     assert cache.get(("blob", 1)) is None
-    cache.put(("large",), bytes(101))
+    cache.put(("large",), bytes(101), 101)
     assert cache.get(("large",)) is None

@@ -67,3 +67,37 @@ def test_study_metadata_is_read_in_index_order_without_sorting_rows(tmp_path):
         if "sop_instance_uid" not in keys:
             assert "ix_instance_org_study_series_number" in steps, (keys, steps)
     connection.close()
+
+
+def test_the_data_version_changes_with_every_commit_of_another_connection(tmp_path):
+    """What the metadata cache (dicomweb/wado.py) is checked against: any commit, by any
+    connection or process, changes it; reading does not."""
+    db = Database(database_url(None, tmp_path))
+    db.create_schema()
+    other = Database(database_url(None, tmp_path))  # as another worker process would
+    try:
+        first = db.data_version()
+        assert db.data_version() == first
+        with db.read() as connection:
+            connection.execute(text("SELECT count(*) FROM instance")).scalar_one()
+        assert db.data_version() == first
+        with db.write() as connection:  # this process's own writers use other connections
+            connection.execute(text("CREATE TABLE mark (x)"))
+        second = db.data_version()
+        assert second != first
+        with other.write() as connection:
+            connection.execute(text("INSERT INTO mark VALUES (1)"))
+        assert db.data_version() != second
+    finally:
+        other.dispose()
+        db.dispose()
+
+
+def test_postgresql_has_no_data_version(tmp_path):
+    """PostgreSQL cannot tell cheaply: metadata is read from the index every time there."""
+    with new_postgresql_database() as url:
+        db = Database(database_url(url, tmp_path))
+        try:
+            assert db.data_version() is None
+        finally:
+            db.dispose()
