@@ -72,24 +72,33 @@ def test_stores_from_eight_clients_at_once_all_land_and_are_counted_once(workers
             client.close()
 
 
-def test_an_audit_search_includes_reads_served_by_either_worker(workers):
-    """Metadata reads from eight connections land on both workers; a search right after them
-    finds the retrieve event of each one (by its request id)."""
-    study = make_study(StudySpec(rows=16, columns=16, instances_per_series=2))
-    clients = [httpx.Client(base_url=workers.base_url, timeout=TIMEOUT_SECONDS) for _ in range(CLIENTS)]
+def _read_metadata_from_eight_connections(server: OixServer, instances: int) -> list[str]:
+    """Store a study, then read its metadata once from each of eight connections (they land on
+    both workers); the request ids of the reads, each answered 200."""
+    study = make_study(StudySpec(rows=16, columns=16, instances_per_series=instances))
+    clients = [httpx.Client(base_url=server.base_url, timeout=TIMEOUT_SECONDS) for _ in range(CLIENTS)]
     try:
-        store_study(clients[0], workers.root(), study)
-        url = f"{workers.root()}/studies/{study.study_uid}/metadata"
+        store_study(clients[0], server.root(), study)
+        url = f"{server.root()}/studies/{study.study_uid}/metadata"
         with ThreadPoolExecutor(CLIENTS) as pool:
             responses = list(pool.map(lambda client: client.get(url), clients))
-        assert {response.status_code for response in responses} == {200}
-        events = clients[0].get(f"/api/orgs/{workers.orgs[0]}/audit",
-                                params={"limit": 1000, "action": "retrieve"}).json()["events"]
-        logged = {event["request_id"] for event in events}
-        assert {response.headers["x-request-id"] for response in responses} <= logged
     finally:
         for client in clients:
             client.close()
+    assert {response.status_code for response in responses} == {200}
+    return [response.headers["x-request-id"] for response in responses]
+
+
+def _retrieve_events(http: httpx.Client, org: str) -> set[str]:
+    events = http.get(f"/api/orgs/{org}/audit", params={"limit": 1000, "action": "retrieve"}).json()["events"]
+    return {event["request_id"] for event in events}
+
+
+def test_an_audit_search_includes_reads_served_by_either_worker(workers):
+    """A search right after reads from eight connections finds the retrieve event of each."""
+    ids = _read_metadata_from_eight_connections(workers, instances=2)
+    with httpx.Client(base_url=workers.base_url, timeout=TIMEOUT_SECONDS) as http:
+        assert set(ids) <= _retrieve_events(http, workers.orgs[0])
 
 
 def test_a_stop_writes_the_events_every_worker_buffered(backend, tmp_path, request):
@@ -98,23 +107,15 @@ def test_a_stop_writes_the_events_every_worker_buffered(backend, tmp_path, reque
     database = request.getfixturevalue("postgresql_database") if backend == "postgresql" else None
     first = start_server(tmp_path / "data", backend=backend, database_url=database, orgs=("stopping",),
                          args=("--workers", "2"))
-    study = make_study(StudySpec(rows=16, columns=16, instances_per_series=1))
-    clients = [httpx.Client(base_url=first.base_url, timeout=TIMEOUT_SECONDS) for _ in range(CLIENTS)]
     try:
-        store_study(clients[0], first.root(), study)
-        url = f"{first.root()}/studies/{study.study_uid}/metadata"
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            ids = [response.headers["x-request-id"] for response in pool.map(lambda client: client.get(url), clients)]
+        ids = _read_metadata_from_eight_connections(first, instances=1)
     finally:
-        for client in clients:
-            client.close()
         stop_server(first)
     assert first.process.returncode == 0, first.log_tail()
     again = start_server(tmp_path / "data", backend=backend, database_url=database, orgs=())
     try:
         wait_until_healthy(again)
         with httpx.Client(base_url=again.base_url, timeout=TIMEOUT_SECONDS) as http:
-            events = http.get("/api/orgs/stopping/audit", params={"limit": 1000, "action": "retrieve"}).json()["events"]
-        assert set(ids) <= {event["request_id"] for event in events}
+            assert set(ids) <= _retrieve_events(http, "stopping")
     finally:
         stop_server(again)
