@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from storage.encryption import DecryptingReader, SegmentWriter, open_decrypting
+from storage.file_lock import file_lock
 from storage.keyring import Keyring
 
 
@@ -180,22 +181,13 @@ class FileBlobStore:
 
     @contextmanager
     def placing(self) -> Iterator[None]:
-        with self._flock(fcntl.LOCK_SH):
+        with file_lock(self.root / "blobs.lock", fcntl.LOCK_SH):
             yield
 
     @contextmanager
     def removing(self) -> Iterator[None]:
-        with self._flock(fcntl.LOCK_EX):
+        with file_lock(self.root / "blobs.lock", fcntl.LOCK_EX):
             yield
-
-    @contextmanager
-    def _flock(self, mode: int) -> Iterator[None]:
-        fd = os.open(self.root / "blobs.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, mode)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
 
     def delete(self, keys: Iterable[str]) -> None:
         for key in keys:

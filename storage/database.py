@@ -5,7 +5,6 @@ file hold no plaintext."""
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from sqlalchemy.schema import CreateIndex
 from sqlmodel import SQLModel
 
 from storage import tables  # registers the tables on SQLModel.metadata
+from storage.file_lock import file_lock
 
 
 def database_url(url: str | None, data_dir: Path) -> str:
@@ -52,7 +52,6 @@ class Database:
         # processes (and `oix` commands) on an flock(2) of a file beside the index.
         self._write_lock = threading.Lock() if self.is_sqlite else None
         self._writer_file = f"{sqlite_file(url)}-writer.lock" if self.is_sqlite else ""
-        self._writer_fd: int | None = None
         self._wal_path = f"{sqlite_file(url)}-wal" if self.is_sqlite else ""
         self._version_lock = threading.Lock()
         self._version_connection = None  # never writes: see data_version
@@ -75,20 +74,9 @@ class Database:
             with self.engine.begin() as connection:
                 yield connection
             return
-        with self._write_lock, self._writer(), self.engine.begin() as connection:
+        with self._write_lock, file_lock(self._writer_file), self.engine.begin() as connection:
             yield connection
         self._sync_log()
-
-    @contextmanager
-    def _writer(self) -> Iterator[None]:
-        """The index's one writer across processes (taken under the thread lock)."""
-        if self._writer_fd is None:
-            self._writer_fd = os.open(self._writer_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._writer_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._writer_fd, fcntl.LOCK_UN)
 
     def _sync_log(self) -> None:
         """Make SQLite's committed WAL durable. Commits run with synchronous=NORMAL under the
@@ -128,9 +116,6 @@ class Database:
                 self._version_connection.close()
                 self._version_connection = None
         self.engine.dispose()
-        if self._writer_fd is not None:
-            os.close(self._writer_fd)
-            self._writer_fd = None
 
 
 def sqlite_file(url: str) -> Path | None:
