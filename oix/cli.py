@@ -228,7 +228,7 @@ def _refusal(settings) -> str | None:
     if bool(settings.tls_cert) != bool(settings.tls_key):
         return "--tls-cert and --tls-key go together"
     if settings.workers < 1:
-        return "--workers takes 1 or more"
+        return f"--workers (OIX_WORKERS) takes 1 or more server processes, not {settings.workers}"
     if not settings.auth_required and not settings.demo \
             and not ipaddress.ip_address(_resolve(settings.host)).is_loopback:
         return (f"refusing to serve on {settings.host} without authentication: anything reachable there could "

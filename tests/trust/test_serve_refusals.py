@@ -47,6 +47,16 @@ def test_no_authentication_on_every_address_is_refused(tmp_path, open_access):
     assert not (tmp_path / "data").exists()  # refused before the data directory was touched
 
 
+@pytest.mark.parametrize("workers", [{"args": ("--workers", "0")}, {"env": {"OIX_WORKERS": "-1"}}],
+                         ids=["--workers 0", "OIX_WORKERS=-1"])
+def test_fewer_than_one_worker_is_refused(tmp_path, workers):
+    """A count of server processes below one is refused with the count given, before anything starts."""
+    completed = serve(tmp_path / "data", "--no-auth", *workers.get("args", ()), env=workers.get("env"))
+    given = workers.get("args", ("", "-1"))[1]
+    assert_refused(completed, "--workers (OIX_WORKERS) takes 1 or more server processes", f"not {given}")
+    assert not (tmp_path / "data").exists()
+
+
 def listening_addresses(port: int) -> set[str]:
     """The IPv4 addresses a socket listens on at `port`, from /proc/net/tcp (state 0A is LISTEN):
     which address the server bound, without talking to anything but loopback."""
