@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy import Connection, create_engine, event, inspect, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.schema import CreateIndex
 from sqlmodel import SQLModel
@@ -61,11 +61,17 @@ class Database:
         that already exist (built on its first start); then drop the retired indexes."""
         SQLModel.metadata.create_all(self.engine)
         with self.write() as connection:
+            # Only what the catalogue lacks: on PostgreSQL even CREATE INDEX IF NOT EXISTS locks
+            # its table, and a server running on the database (an `oix` command beside it) would
+            # deadlock with it. IF [NOT] EXISTS: a second process may be starting too.
+            catalogue = inspect(connection)
             for table in SQLModel.metadata.sorted_tables:
-                for index in table.indexes:  # IF NOT EXISTS: a second process may be starting too
-                    connection.execute(CreateIndex(index, if_not_exists=True))
-            for name in tables.RETIRED_INDEXES:
-                connection.execute(text(f"DROP INDEX IF EXISTS {name}"))
+                present = {index["name"] for index in catalogue.get_indexes(table.name)}
+                for index in table.indexes:
+                    if index.name not in present:
+                        connection.execute(CreateIndex(index, if_not_exists=True))
+                for name in set(tables.RETIRED_INDEXES) & present:
+                    connection.execute(text(f"DROP INDEX IF EXISTS {name}"))
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
