@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import mmap
 import struct
 import zlib
@@ -43,6 +44,8 @@ LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN"
 BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 TEXT_VRS_WITH_CHARSET = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
 UNSPLIT_TEXT_VRS = frozenset({"ST", "LT", "UT", "UR"})
+# Text VRs whose values are strings kept as written, bar padding (not PN, DS or IS, not unsplit).
+PLAIN_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "SH", "TM", "UC", "UI"})
 TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI",
                       "UR", "UT"})
 DEFAULT_ENCODINGS = ["iso8859"]  # the default repertoire, read leniently as Latin-1 (as pydicom does)
@@ -218,6 +221,8 @@ class _Reader:
         self.little = little
         self.prefix = "<" if little else ">"
         self.unpack_tag = _unpacker(struct.Struct(self.prefix + "HH"), data)
+        # An explicit VR element header with a 2-byte length, read in one call (PS3.5 7.1.2).
+        self.unpack_explicit = _unpacker(struct.Struct(self.prefix + "HH2sH"), data)
         self.unpack_u16 = _unpacker(struct.Struct(self.prefix + "H"), data)
         self.unpack_u32 = _unpacker(struct.Struct(self.prefix + "L"), data)
         self.unpack_from = _unpack_from_view if isinstance(data, FileView) else struct.unpack_from
@@ -247,6 +252,7 @@ class _Reader:
         data = self.data
         data_length = len(data)
         unpack_tag = self.unpack_tag
+        unpack_explicit = self.unpack_explicit
         unpack_u16 = self.unpack_u16
         unpack_u32 = self.unpack_u32
         explicit = self.explicit
@@ -260,7 +266,10 @@ class _Reader:
             start = position
             if start + 8 > end:
                 raise Part10Error(f"truncated element header at byte {start}")
-            group, element = unpack_tag(data, start)
+            if explicit:
+                group, element, vr_code, length = unpack_explicit(data, start)
+            else:
+                group, element = unpack_tag(data, start)
             tag = (group << 16) | element
             if stop_group is not None and group != stop_group:
                 break
@@ -268,15 +277,13 @@ class _Reader:
                 self.position = start + 8
                 return out
             if explicit and group != 0xFFFE:
-                vr = VR_NAMES.get(data[start + 4 : start + 6])
+                vr = VR_NAMES.get(vr_code)
                 if vr is None:
-                    raise Part10Error(f"invalid VR {bytes(data[start + 4 : start + 6])!r} of element "
-                                      f"({group:04X},{element:04X})")
+                    raise Part10Error(f"invalid VR {bytes(vr_code)!r} of element ({group:04X},{element:04X})")
                 if vr in LONG_VRS:
                     (length,) = unpack_u32(data, start + 8)
                     value_start = start + 12
                 else:
-                    (length,) = unpack_u16(data, start + 6)
                     value_start = start + 8
                 if vr == "UN":
                     if group & 1 and 0x0010 <= element <= 0x00FF:
@@ -494,6 +501,9 @@ def _decode_text(raw: bytes, encodings: list[str], vr: str) -> str:
 
 def _text_element(vr: str, text: str) -> dict[str, Any]:
     # PS3.5 6.2: trailing spaces (and a trailing NUL in UIDs) are padding, not content.
+    if vr in PLAIN_TEXT_VRS and "\\" not in text:  # the usual case: one value kept as written
+        text = text.strip(" \x00")
+        return {"vr": vr, "Value": [text]} if text else {"vr": vr}
     if vr in UNSPLIT_TEXT_VRS:
         text = text.rstrip(" \x00") if vr != "UR" else text.strip(" \x00")
         return {"vr": vr, "Value": [text]} if text else {"vr": vr}
@@ -530,9 +540,9 @@ def _decimal(text: str) -> float | int | str | None:
         number = float(text)
     except ValueError:
         return text
-    if number != number or number in (float("inf"), float("-inf")):
+    if not math.isfinite(number):
         return text
-    if number.is_integer() and not any(c in text for c in ".eE"):
+    if number.is_integer() and "." not in text and "e" not in text and "E" not in text:
         return int(number)
     return number
 
