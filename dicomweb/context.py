@@ -7,6 +7,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from dicomweb.lru import LruCache
@@ -74,6 +75,13 @@ class ParserPool:
 
 def context_of(request: Request) -> DicomWebContext:
     return request.app.state.dicomweb
+
+
+async def require_organisation(context: DicomWebContext, org: str) -> None:
+    """404 (UnknownOrganisation) for a service root of no organisation; asks the index only
+    for a code this process has not seen exist."""
+    if not context.archive.organisation_known(org):
+        await run_in_threadpool(context.archive.require_organisation, org)
 
 
 def service_root(request: Request, org: str) -> str:

@@ -23,7 +23,7 @@ from dicomweb.attributes import (
     resolve,
 )
 from oix.access import requester_of
-from dicomweb.context import context_of, service_root
+from dicomweb.context import context_of, require_organisation, service_root
 from dicomweb.records import with_service_root
 from dicomweb.errors import BadRequest, NotAcceptable
 from dicomweb.negotiation import accepts_dicom_json
@@ -160,7 +160,7 @@ def _search(level: QueryLevel):
     async def search(request: Request) -> Response:
         context = context_of(request)
         org = request.path_params["org"]
-        await run_in_threadpool(context.archive.require_organisation, org)
+        await require_organisation(context, org)
         if not accepts_dicom_json(request):
             raise NotAcceptable("search results are served as application/dicom+json only")
         query, include, warnings = parse_query(request, level, context.limits.max_query_results)

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from oix.access import requester_of
-from dicomweb.context import DicomWebLimits, PartChecker, context_of, service_root
+from dicomweb.context import DicomWebLimits, PartChecker, context_of, require_organisation, service_root
 from dicomweb.errors import BadRequest, FailureReason, PayloadTooLarge, UnsupportedMediaType
 from dicomweb.multipart import MediaType, MultipartError, PartSink, read_parts
 from dicomweb.checks import Failure, PartToCheck
@@ -111,7 +111,7 @@ async def store_instances(request: Request) -> Response:
     """PS3.18 10.5: store into the organisation of the service root."""
     context = context_of(request)
     org = request.path_params["org"]
-    await run_in_threadpool(context.archive.require_organisation, org)
+    await require_organisation(context, org)
     requester = requester_of(request)
 
     def keep(accepted: list[Incoming], refused: list[str]) -> list[AddOutcome]:

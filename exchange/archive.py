@@ -53,6 +53,11 @@ class Archive:
     def require_organisation(self, org: str) -> None:
         self.directory.require(org)
 
+    def organisation_known(self, org: str) -> bool:
+        """True when `org` is known to exist without asking the index (cheap enough for an
+        event loop); False means `require_organisation` must tell."""
+        return self.directory.known(org)
+
     # -- store --------------------------------------------------------------------------------
 
     def store(self, org: str, incoming: list[Incoming], requester: Requester, refused: list[str] = (),

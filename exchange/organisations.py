@@ -19,6 +19,13 @@ EDITABLE = ("name", "kind", "contact", "retention_days", "identity_domain")
 class OrganisationDirectory:
     def __init__(self, table: OrganisationTable):
         self.table = table
+        # Codes seen to exist. Organisations are never removed (their audit trail and transfers
+        # name them), so a code once found stays valid: no query per DICOMweb request.
+        self._known: set[str] = set()
+
+    def known(self, slug: str) -> bool:
+        """Whether `slug` was already seen to exist here; False says nothing (ask `require`)."""
+        return slug in self._known
 
     def add(self, slug: str, name: str, **details) -> Organisation:
         """`details`: kind, contact, retention_days, identity_domain (see Organisation)."""
@@ -42,6 +49,7 @@ class OrganisationDirectory:
         organisation = self.table.get(slug)
         if organisation is None:
             raise UnknownOrganisation(slug)
+        self._known.add(slug)
         return organisation
 
     def all(self) -> list[Organisation]:
