@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -25,7 +23,7 @@ class DicomWebLimits:
 
 
 # Checks received parts and makes their index records: `dicomweb.checks.check_parts` itself, or
-# the same function run in a pool of parser processes (see `parser_pool`).
+# the same function run in parser processes (`dicomweb.parser_pool.ParserPool`).
 PartChecker = Callable[[list, "str | None", int], list]
 
 
@@ -46,31 +44,6 @@ class DicomWebContext:
     check_parts: PartChecker
     # Recent metadata responses by (org, study, series, instance, service root); see wado.py.
     metadata: LruCache[CachedMetadata] = field(default_factory=lambda: LruCache(METADATA_CACHE_BYTES))
-
-
-class ParserPool:
-    """Runs `dicomweb.checks.check_parts` in worker processes, one batch per request."""
-
-    def __init__(self, workers: int):
-        self.workers = workers
-        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("forkserver"))
-
-    def start(self) -> None:
-        """Start every worker now (the executor starts them on demand, each importing pydicom
-        and numpy), so the first concurrent uploads do not wait for it."""
-        from dicomweb.checks import check_parts
-
-        futures = [self.executor.submit(check_parts, [], None, 0) for _ in range(self.workers)]
-        for future in futures:
-            future.result()
-
-    def __call__(self, parts: list, study_uid: str | None, bulk_threshold: int) -> list:
-        from dicomweb.checks import check_parts
-
-        return self.executor.submit(check_parts, parts, study_uid, bulk_threshold).result()
-
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def context_of(request: Request) -> DicomWebContext:

@@ -70,6 +70,12 @@ class UnsupportedMediaType(DicomWebError):
     status = 415
 
 
+class ServiceUnavailable(DicomWebError):
+    """The request was sound but the server could not finish it now; nothing of it was kept."""
+
+    status = 503
+
+
 STATUS_OF_EXCHANGE_ERROR: dict[type[ExchangeError], int] = {
     UnknownOrganisation: 404,
     NotHeld: 404,

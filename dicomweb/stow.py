@@ -140,8 +140,12 @@ async def receive_instances(request: Request, keep: Keeper, root: str) -> Respon
         raise
     if count == 0:
         raise BadRequest("the multipart/related body holds no parts")
-    report = await run_in_threadpool(store_parts, context.archive, context.check_parts, context.limits,
-                                    study_uid, spool.parts, keep)
+    try:
+        report = await run_in_threadpool(store_parts, context.archive, context.check_parts, context.limits,
+                                        study_uid, spool.parts, keep)
+    except BaseException:
+        spool.discard()  # what was kept is no longer in `incoming/`: only the rest goes
+        raise
     return _response(root, study_uid, report)
 
 

@@ -32,7 +32,8 @@ from api.context import ApiContext
 from api.keys import ROUTES as KEY_ROUTES
 from api.me import ROUTES as ME_ROUTES
 from conformance.routes import ROUTES as CONFORMANCE_ROUTES
-from dicomweb.context import DicomWebContext, ParserPool
+from dicomweb.context import DicomWebContext
+from dicomweb.parser_pool import ParserPool
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.routes import service_root_mount
 from dicomweb.checks import check_parts
