@@ -34,6 +34,9 @@ SEQUENCE_DELIMITATION = 0xFFFEE0DD
 PIXEL_DATA_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # float, double float, pixel data
 PIXEL_DATA = 0x7FE00010
 SPECIFIC_CHARACTER_SET = 0x00080005
+# A smaller file is read whole; a larger one is mapped, so that only the pages of its header
+# are read (a CT image's header is a few KiB before half a MiB of Pixel Data).
+READ_WHOLE_BYTES = 64 << 10
 
 DEFLATED_EXPLICIT_LITTLE = "1.2.840.10008.1.2.1.99"
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"
@@ -111,7 +114,7 @@ def read_part10(source: str | BinaryIO, bulk_threshold: int, bulk_uri: BulkUriFo
     try:
         size = handle.seek(0, 2)
         handle.seek(0)
-        if size < 1 << 22:
+        if size < READ_WHOLE_BYTES:
             data: Any = handle.read()
         elif _has_file_descriptor(handle):
             data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
