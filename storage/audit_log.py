@@ -14,6 +14,7 @@ from itertools import groupby
 
 from sqlalchemy import BigInteger, Connection, and_, bindparam, delete, event, func, insert, or_, select, update
 
+from storage.bulk_insert import BulkInsert
 from storage.database import Database
 from storage.tables import AuditChainAnchor, AuditChainHead, AuditEntry, AuditParticipantObject
 
@@ -173,10 +174,10 @@ class AuditLog:
             entry = replace(entry, hash=entry_hash(entry))
             chained.append(entry)
             previous = ChainPoint(entry.sequence, entry.hash)
-        connection.execute(_INSERT_ENTRIES, [_entry_row(entry) for entry in chained])
+        _INSERT_ENTRIES.run(connection, [_entry_row(entry) for entry in chained])
         objects = [row for entry in chained for row in _object_rows(entry)]
         if objects:
-            connection.execute(_INSERT_OBJECTS, objects)
+            _INSERT_OBJECTS.run(connection, objects)
         moved = connection.execute(_MOVE_HEAD, {"to_sequence": previous.sequence, "to_hash": previous.hash,
                                                 "now": datetime.now(timezone.utc)}).rowcount
         if not moved:  # the first append ever
@@ -322,8 +323,8 @@ _ADVISORY_LOCK = select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInt
 _READ = {table.name: select(table.c.sequence, table.c.hash).where(table.c.id == 1) for table in (HEAD, ANCHOR)}
 _TOUCH = {table.name: update(table).where(table.c.id == 1).values(sequence=table.c.sequence)
           .returning(table.c.sequence, table.c.hash) for table in (HEAD, ANCHOR)}
-_INSERT_ENTRIES = insert(ENTRY)
-_INSERT_OBJECTS = insert(OBJECT)
+_INSERT_ENTRIES = BulkInsert(ENTRY)
+_INSERT_OBJECTS = BulkInsert(OBJECT)
 _MOVE_HEAD = update(HEAD).where(HEAD.c.id == 1).values(
     sequence=bindparam("to_sequence"), hash=bindparam("to_hash"), updated_at=bindparam("now"))
 

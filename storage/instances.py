@@ -13,6 +13,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, exists, func, litera
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import ColumnElement
 
+from storage.bulk_insert import BulkInsert
 from storage.database import Database
 from storage.records import InstanceRecord
 from storage.query import MATCHABLE, AttributeMatch, MatchKind, Query, QueryLevel, matchable_at
@@ -23,6 +24,13 @@ SERIES = Series.__table__
 INSTANCE = Instance.__table__
 ORIGINAL = TransferOriginal.__table__
 TABLE_OF_LEVEL = {QueryLevel.STUDY: STUDY, QueryLevel.SERIES: SERIES, QueryLevel.INSTANCE: INSTANCE}
+
+
+# The store's inserts (storage/bulk_insert.py): a held SOP Instance UID, study or series is left
+# as it is; the instance insert names the rows it added.
+_INSERT_INSTANCES = BulkInsert(INSTANCE, conflict=("org", "sop_instance_uid"), returning="sop_instance_uid")
+_INSERT_STUDIES = BulkInsert(STUDY, conflict=("org", "study_uid"))
+_INSERT_SERIES = BulkInsert(SERIES, conflict=("org", "study_uid", "series_uid"))
 
 
 class ImportRaced(Exception):
@@ -84,52 +92,37 @@ class InstanceIndex:
             return outcomes
 
     def _add(self, connection: Connection, org: str, records: Sequence[InstanceRecord]) -> list[AddOutcome]:
-        outcomes: dict[int, AddOutcome] = {}
-        held = self._held_blob_keys(connection, org, [r.sop_instance_uid for r in records])
-        fresh: dict[str, tuple[int, InstanceRecord]] = {}
-        for position, record in enumerate(records):
-            existing = held.get(record.sop_instance_uid) or (
-                fresh[record.sop_instance_uid][1].blob_key if record.sop_instance_uid in fresh else None
-            )
-            if existing is None:
-                fresh[record.sop_instance_uid] = (position, record)
-            elif existing == record.blob_key:
-                outcomes[position] = AddOutcome.ALREADY_STORED
+        """Insert first, ask later: the instance insert reports which SOP Instance UIDs were
+        new, and only the others (already held, or stored by another writer meanwhile) are
+        looked up to tell an identical re-store from a conflict. Study and series rows are
+        written for stored instances only, so a refused object leaves no empty study behind."""
+        first: dict[str, InstanceRecord] = {}  # the first object of each SOP Instance UID in the request
+        for record in records:
+            first.setdefault(record.sop_instance_uid, record)
+        inserted = set(_INSERT_INSTANCES.run(connection, [_instance_row(org, r) for r in first.values()]))
+        stored = [record for uid, record in first.items() if uid in inserted]
+        if stored:
+            _INSERT_STUDIES.run(connection, [
+                {"org": org, "study_uid": uid, "attributes": r.study_attributes, **r.study_columns}
+                for uid, r in {r.study_uid: r for r in stored}.items()])
+            _INSERT_SERIES.run(connection, [
+                {"org": org, "study_uid": s, "series_uid": se, "attributes": r.series_attributes, **r.series_columns}
+                for (s, se), r in {(r.study_uid, r.series_uid): r for r in stored}.items()])
+        held = self._held_blob_keys(connection, org, [uid for uid in first if uid not in inserted])
+        outcomes = []
+        for record in records:
+            uid = record.sop_instance_uid
+            if uid in inserted:
+                # The first object of this UID was stored now; a second copy in the same request
+                # is the same object again, or a conflict with it.
+                is_first = first[uid] is record
+                same = is_first or first[uid].blob_key == record.blob_key
+                outcomes.append(AddOutcome.STORED if is_first else
+                                AddOutcome.ALREADY_STORED if same else AddOutcome.CONFLICT)
             else:
-                outcomes[position] = AddOutcome.CONFLICT
-        if fresh:
-            new = [record for _, record in fresh.values()]
-            studies = {r.study_uid: r for r in new}
-            connection.execute(
-                dialect_insert(connection, STUDY).on_conflict_do_nothing(index_elements=["org", "study_uid"]),
-                [{"org": org, "study_uid": uid, "attributes": r.study_attributes, **r.study_columns}
-                 for uid, r in studies.items()],
-            )
-            series = {(r.study_uid, r.series_uid): r for r in new}
-            connection.execute(
-                dialect_insert(connection, SERIES).on_conflict_do_nothing(
-                    index_elements=["org", "study_uid", "series_uid"]),
-                [{"org": org, "study_uid": s, "series_uid": se, "attributes": r.series_attributes,
-                  **r.series_columns} for (s, se), r in series.items()],
-            )
-            inserted = connection.execute(
-                dialect_insert(connection, INSTANCE)
-                .on_conflict_do_nothing(index_elements=["org", "sop_instance_uid"])
-                .returning(INSTANCE.c.sop_instance_uid),
-                [_instance_row(org, r) for r in new],
-            ).scalars().all()
-            inserted_uids = set(inserted)
-            raced = [uid for uid in fresh if uid not in inserted_uids]
-            # Another writer stored some of them since we looked (PostgreSQL only): re-classify.
-            now_held = self._held_blob_keys(connection, org, raced) if raced else {}
-            for uid, (position, record) in fresh.items():
-                if uid in inserted_uids:
-                    outcomes[position] = AddOutcome.STORED
-                elif now_held.get(uid) == record.blob_key:
-                    outcomes[position] = AddOutcome.ALREADY_STORED
-                else:
-                    outcomes[position] = AddOutcome.CONFLICT
-        return [outcomes[i] for i in range(len(records))]
+                outcomes.append(AddOutcome.ALREADY_STORED if held.get(uid) == record.blob_key
+                                else AddOutcome.CONFLICT)
+        return outcomes
 
     def _held_blob_keys(self, connection: Connection, org: str, uids: list[str]) -> dict[str, str]:
         if not uids:

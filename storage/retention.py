@@ -11,7 +11,8 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, delete, exists, func, literal, not_, select, update
 from sqlalchemy.sql import ColumnElement
 
-from storage.instances import dialect_insert, referenced_blobs
+from storage.bulk_insert import BulkInsert
+from storage.instances import referenced_blobs
 from storage.tables import (Instance, OwnStudy, Series, Study, Transfer, TransferEvent, TransferOriginal,
                             TransferStudy)
 
@@ -20,6 +21,7 @@ TRANSFER_STUDY = TransferStudy.__table__
 TRANSFER_EVENT = TransferEvent.__table__
 ORIGINAL = TransferOriginal.__table__
 OWN_STUDY = OwnStudy.__table__
+_INSERT_OWN_STUDIES = BulkInsert(OWN_STUDY, conflict=("org", "study_uid"))  # the first store of a study counts
 STUDY, SERIES, INSTANCE = Study.__table__, Series.__table__, Instance.__table__
 KEYS_PER_STATEMENT = 5000  # bound the parameters of one IN list, well under SQLite's and PostgreSQL's limits
 
@@ -97,8 +99,8 @@ class RetentionTable:
 
     def note_own(self, connection: Connection, org: str, study_uids: Sequence[str], now: datetime) -> None:
         """`org` stored objects into these studies through its own service root."""
-        connection.execute(dialect_insert(connection, OWN_STUDY).on_conflict_do_nothing(index_elements=["org", "study_uid"]),
-                           [{"org": org, "study_uid": uid, "first_stored_at": now} for uid in study_uids])
+        _INSERT_OWN_STUDIES.run(connection, [{"org": org, "study_uid": uid, "first_stored_at": now}
+                                             for uid in study_uids])
 
 
 def _expires(rule: ExpiryRule) -> ColumnElement[bool]:
