@@ -117,3 +117,28 @@ def test_media_type_parameters_are_read_with_quotes_and_any_case(text, media_typ
 
 def test_split_unquoted_keeps_quoted_separators():
     assert split_unquoted('a, "b, c", d', ",") == ["a", ' "b, c"', " d"]
+
+
+def test_read_parts_finds_every_delimiter_however_the_chunks_fall():
+    """Part bodies made of the delimiter's own prefixes ("\\r", "\\r\\n-", "\\r\\n--boundar"…), cut
+    into chunks of random sizes: every part comes back byte for byte (RFC 2046 5.1.1)."""
+    import random
+
+    chooser = random.Random(20261207)
+    boundary = new_boundary()
+    delimiter = ("\r\n--" + boundary).encode()
+    pieces = [delimiter[:n] for n in range(1, len(delimiter))] + [b"x", b"\n", b"-", os.urandom(300)]
+    for _ in range(200):
+        parts = [b"".join(chooser.choice(pieces) for _ in range(chooser.randrange(0, 8)))
+                 for _ in range(chooser.randrange(1, 5))]
+        body = related_body(parts, boundary)
+        cuts = sorted(chooser.sample(range(1, len(body)), min(len(body) - 1, chooser.randrange(0, 12))))
+        chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
+
+        async def stream():
+            for chunk in chunks:
+                yield chunk
+
+        collected = Collected()
+        assert asyncio.run(read_parts(stream(), boundary, collected.open_part)) == len(parts)
+        assert [bytes(body) for _, body in collected.parts] == parts
