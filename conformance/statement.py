@@ -82,6 +82,11 @@ CHOICES: tuple[Choice, ...] = (
     Choice("Study Instance UID differs from the request URL", "PS3.18 10.5.3 (names no code)",
            "The instance fails with failure reason {study_mismatch_code}.",
            "dcm4chee uses the same code (0xC409); Azure DICOM uses 43265 (0xA901)."),
+    Choice("A store the server could not finish", "PS3.18 10.5.3 (names no status); RFC 9110 15.6.4",
+           "When the process reading a request's objects dies or gives no answer, the request is answered "
+           "503 Service Unavailable with a message, and nothing of it is kept: the client sends it again. "
+           "The process is replaced; other requests are not affected.",
+           "—"),
     Choice("Human-readable failure detail", "PS3.18 8.3.5.1 (Warning header field)",
            "Every STOW failure (up to 20) is explained in a Warning: 299 header; error responses carry a "
            "JSON body with the message.",

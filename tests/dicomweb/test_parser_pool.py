@@ -72,3 +72,46 @@ def test_after_shutdown_a_request_is_refused_rather_than_left_waiting(tmp_path):
     stopped.shutdown()
     with pytest.raises(ParserFailed, match="stopping"):
         stopped(_parts(tmp_path, [CT]), None, 1024)
+
+
+def test_a_live_server_answers_503_when_a_parser_dies_keeps_nothing_and_stores_again(tmp_path):
+    """Every parser process of a running server (two workers) is killed: a STOW-RS request that
+    meets one is answered 503 with a message, leaves nothing in incoming/ or the index, and the
+    replaced parsers store the next requests."""
+    import httpx
+    import psutil
+
+    from conformance.corpus import StudySpec, new_uid, synthetic_instance
+    from tests.dicomweb_requests import referenced_sop_instances
+    from tests.multipart_body import new_boundary, related_body, stow_content_type
+    from tests.servers import start_server, stop_server
+
+    server = start_server(tmp_path / "data", orgs=("RJ1",), env={"OIX_WORKERS": "2", "OIX_PARSE_WORKERS": "1"})
+    try:
+        supervisor = psutil.Process(server.pid)
+        forkservers = [p for p in supervisor.children(recursive=True) if "forkserver" in " ".join(p.cmdline())]
+        parsers = [p for p in forkservers if p.parent() in forkservers]
+        assert len(parsers) == 2
+        for parser in parsers:
+            parser.kill()
+        statuses = []
+        with httpx.Client(timeout=60) as http:
+            for _ in range(4):  # bounded: each worker fails at most one request
+                study = new_uid()
+                boundary = new_boundary()
+                body = related_body([synthetic_instance(StudySpec(study_uid=study), new_uid(), 1, 1, new_uid())],
+                                    boundary)
+                response = http.post(f"{server.root()}/studies", content=body,
+                                     headers={"Content-Type": stow_content_type(boundary)})
+                statuses.append(response.status_code)
+                held = http.get(f"{server.root()}/studies", params={"StudyInstanceUID": study})
+                if response.status_code == 503:
+                    assert "send it again" in response.json()["error"]
+                    assert held.status_code in (200, 204) and not (held.content and held.json())
+                else:
+                    assert response.status_code == 200 and len(referenced_sop_instances(response.json())) == 1
+                    assert len(held.json()) == 1
+        assert 1 <= statuses.count(503) <= 2 and statuses[-1] == 200
+        assert list((server.data_dir / "incoming").iterdir()) == []
+    finally:
+        stop_server(server)
