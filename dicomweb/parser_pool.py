@@ -6,8 +6,9 @@ A request's thread takes an idle parser, sends the parts over that parser's pipe
 its answer: two pickles and two pipe writes, with no thread in between. (A concurrent.futures
 process pool hands every call through a manager thread and a queue feeder thread of the server
 process; those hand-offs cost the server more processor time than the calls themselves, and
-one crashed process breaks that pool for good.) A parser that dies or hangs is replaced; only
-the request it was reading fails."""
+one crashed process breaks that pool for good.) A parser found dead when a request takes it is
+replaced before use; one that dies or hangs while reading a request is replaced, and only that
+request fails."""
 
 from __future__ import annotations
 
@@ -112,13 +113,16 @@ class ParserPool:
             self._started = True
 
     def __call__(self, parts: list, study_uid: str | None, bulk_threshold: int) -> list:
-        self.start()
+        if not self._started:
+            self.start()
         job = pickle.dumps((parts, study_uid, bulk_threshold), protocol=pickle.HIGHEST_PROTOCOL)
         parser = self._take()
+        if not parser.process.is_alive():  # died while idle (killed for memory, say): no request lost
+            parser = self._replace(parser)
         try:
             ok, value = parser.ask(job, self.timeout)
         except (EOFError, OSError, TimeoutError) as exc:
-            self._replace(parser)
+            self._idle.put(self._replace(parser))
             raise ParserFailed(f"the parser process reading this request failed ({exc or type(exc).__name__}); "
                                "nothing of it was stored, send it again") from exc
         self._idle.put(parser)
@@ -134,7 +138,8 @@ class ParserPool:
                 continue
         raise ParserFailed("the server is stopping")
 
-    def _replace(self, failed: _Parser) -> None:
+    def _replace(self, failed: _Parser) -> _Parser:
+        """A started parser in place of `failed`, for the caller to use or put back."""
         log.error("parser process %s failed (exit code %s); starting another", failed.process.pid,
                   failed.process.exitcode)
         failed.close()
@@ -142,11 +147,15 @@ class ParserPool:
             if failed in self._parsers:
                 self._parsers.remove(failed)
             if self._closed:
-                return
+                raise ParserFailed("the server is stopping")
             fresh = _Parser(self._context)
             self._parsers.append(fresh)
-        fresh.wait_ready()
-        self._idle.put(fresh)
+        try:
+            fresh.wait_ready()
+        except ParserFailed:
+            self._idle.put(fresh)  # the slot stays: the next request to take it starts another
+            raise
+        return fresh
 
     def pids(self) -> list[int]:
         with self._lock:
