@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="an origin allowed to call the API from a browser (repeatable, or OIX_CORS_ORIGINS)")
     serve.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     serve.add_argument("--workers", type=int, default=None,
-                       help="server processes sharing the port (default: one per core, up to 4; OIX_WORKERS)")
+                       help="server processes sharing the port (default: one more than the cores, up to 4; OIX_WORKERS)")
     serve.add_argument("--parse-workers", type=int, default=None,
                        help="processes reading stored objects' headers, per worker (default: the cores, up to 4, "
                             "shared out among the workers; 0: none)")

@@ -140,7 +140,9 @@ def start_server(data_dir: Path, *, backend: str = "sqlite", database_url: str |
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = data_dir.parent / f"{data_dir.name}-server.log"
-    server_env = dict(os.environ, OIX_DATA_DIR=str(data_dir), OIX_LOG_LEVEL="warning")
+    # Two workers, whatever the machine: every multi-process path is exercised, and the suite's
+    # servers start alike everywhere (the default count is tested in tests/test_cli.py).
+    server_env = dict(os.environ, OIX_DATA_DIR=str(data_dir), OIX_LOG_LEVEL="warning", OIX_WORKERS="2")
     server_env.pop("OIX_DATABASE_URL", None)
     if database_url:
         server_env["OIX_DATABASE_URL"] = database_url

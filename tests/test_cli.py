@@ -106,3 +106,14 @@ def test_org_add_while_a_stow_is_being_received_loses_nothing(server, org, http)
     response = result["response"]
     assert response.status_code == 200, response.text[:300]
     assert sorted(referenced_sop_instances(response.json())) == sorted(study.instances)
+
+
+@pytest.mark.parametrize(("cpus", "workers", "parsers"), [(1, 2, 1), (2, 3, 1), (3, 4, 1), (8, 4, 1), (None, 2, 1)])
+def test_serve_runs_one_worker_more_than_the_cores_up_to_four(monkeypatch, cpus, workers, parsers):
+    """`oix serve` without --workers: a worker per core and one more (a store waits on the disk
+    and on the index's writer in turn), at most 4; one parser process each on these machines."""
+    from oix.settings import Settings
+
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    settings = Settings()
+    assert (settings.workers, settings.parse_workers) == (workers, parsers)
