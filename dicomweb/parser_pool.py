@@ -68,7 +68,11 @@ class _Parser:
         child.close()
 
     def wait_ready(self) -> None:
-        if not self.connection.poll(START_TIMEOUT_SECONDS) or self.connection.recv_bytes() != _READY:
+        try:
+            ready = self.connection.poll(START_TIMEOUT_SECONDS) and self.connection.recv_bytes() == _READY
+        except (EOFError, OSError):  # it died while starting
+            ready = False
+        if not ready:
             self.close()
             raise ParserFailed("a parser process did not start")
 

@@ -132,3 +132,21 @@ def test_a_live_server_replaces_parsers_killed_while_idle_without_failing_a_requ
         assert not {p.pid for p in parsers} & {p.pid for p in supervisor.children(recursive=True)}
     finally:
         stop_server(server)
+
+
+def test_a_parser_that_dies_while_starting_is_reported_as_not_started(monkeypatch):
+    """A parser process that exits before it is ready (its imports failed, say) is ParserFailed
+    (503 for a request that needed it), not an unexplained error."""
+    import dicomweb.parser_pool as parser_pool
+
+    monkeypatch.setattr(parser_pool, "_serve", _exit_at_once)
+    starting = ParserPool(1, timeout=5.0)
+    try:
+        with pytest.raises(ParserFailed, match="did not start"):
+            starting.start()
+    finally:
+        starting.shutdown()
+
+
+def _exit_at_once(connection) -> None:
+    connection.close()
