@@ -33,17 +33,18 @@ class BulkInsert:
         self.conflict = list(conflict)
         self.returning = returning
         self._sql: dict[tuple[str, int], str] = {}
-        self._processors: dict[str, list[Callable[[Any], Any] | None]] = {}
+        # Per dialect: each column's name, its default and its bind processor (None: none).
+        self._fields: dict[str, list[tuple[str, Callable[[], Any], Callable[[Any], Any] | None]]] = {}
 
     def run(self, connection: Connection, rows: Sequence[dict[str, Any]]) -> list[Any]:
         """Insert `rows` (dicts by column name); returns the `returning` column of the rows
         inserted (none for a row that conflicted)."""
         dialect = connection.dialect
-        processors = self._processors.get(dialect.name)
-        if processors is None:
-            processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in self.columns]
-            self._processors[dialect.name] = processors
-        fields = [(c.name, fallback, process) for c, fallback, process in zip(self.columns, self.fallbacks, processors)]
+        fields = self._fields.get(dialect.name)
+        if fields is None:
+            fields = [(c.name, fallback, c.type.dialect_impl(dialect).bind_processor(dialect))
+                      for c, fallback in zip(self.columns, self.fallbacks)]
+            self._fields[dialect.name] = fields
         cursor = connection.connection.cursor()
         returned: list[Any] = []
         try:

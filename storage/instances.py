@@ -112,16 +112,13 @@ class InstanceIndex:
         outcomes = []
         for record in records:
             uid = record.sop_instance_uid
-            if uid in inserted:
-                # The first object of this UID was stored now; a second copy in the same request
-                # is the same object again, or a conflict with it.
-                is_first = first[uid] is record
-                same = is_first or first[uid].blob_key == record.blob_key
-                outcomes.append(AddOutcome.STORED if is_first else
-                                AddOutcome.ALREADY_STORED if same else AddOutcome.CONFLICT)
-            else:
-                outcomes.append(AddOutcome.ALREADY_STORED if held.get(uid) == record.blob_key
-                                else AddOutcome.CONFLICT)
+            if uid in inserted and first[uid] is record:
+                outcomes.append(AddOutcome.STORED)
+                continue
+            # What the index now holds under this UID: the copy stored first in this request, or
+            # the object held before it.
+            kept = first[uid].blob_key if uid in inserted else held.get(uid)
+            outcomes.append(AddOutcome.ALREADY_STORED if kept == record.blob_key else AddOutcome.CONFLICT)
         return outcomes
 
     def _held_blob_keys(self, connection: Connection, org: str, uids: list[str]) -> dict[str, str]:
