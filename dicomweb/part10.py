@@ -25,6 +25,7 @@ from pydicom.datadict import DicomDictionary, private_dictionary_VR
 from pydicom.uid import UID
 
 from dicomweb.file_view import FileView
+from storage.direct_file import CACHED_HEAD
 
 PREAMBLE_LENGTH = 128
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -35,8 +36,9 @@ PIXEL_DATA_TAGS = (0x7FE00008, 0x7FE00009, 0x7FE00010)  # float, double float, p
 PIXEL_DATA = 0x7FE00010
 SPECIFIC_CHARACTER_SET = 0x00080005
 # A smaller file is read whole; a larger one is mapped, so that only the pages of its header
-# are read (a CT image's header is a few KiB before half a MiB of Pixel Data).
-READ_WHOLE_BYTES = 64 << 10
+# are read (a CT image's header is a few KiB before half a MiB of Pixel Data). A spooled upload
+# has only its first CACHED_HEAD bytes in the page cache; the rest went straight to the disk.
+READ_WHOLE_BYTES = CACHED_HEAD
 
 DEFLATED_EXPLICIT_LITTLE = "1.2.840.10008.1.2.1.99"
 IMPLICIT_LITTLE = "1.2.840.10008.1.2"

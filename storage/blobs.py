@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from storage.direct_file import DirectFile
 from storage.encryption import DecryptingReader, SegmentWriter, open_decrypting
 from storage.file_lock import file_lock
 from storage.keyring import Keyring
@@ -67,7 +68,7 @@ class SpooledBlob:
         self.pending_bytes = 0
         self._pending: list[bytes] = []
         self._hash = hashlib.sha256()
-        self._file: BinaryIO | SegmentWriter | None = None
+        self._file: DirectFile | SegmentWriter | None = None
         self._key: str | None = None
 
     def buffer(self, chunk: bytes) -> None:
@@ -85,11 +86,11 @@ class SpooledBlob:
     def flush(self) -> None:
         """Write what is held in memory to the file, creating it on the first call."""
         if self._file is None:
-            self._file = open(self.path, "wb", buffering=0) if self.keyring is None \
+            self._file = DirectFile(self.path) if self.keyring is None \
                 else SegmentWriter(self.path, self.keyring)
         for chunk in self._pending:
-            self._file.write(chunk)
             self._hash.update(chunk)
+        self._file.writelines(self._pending)
         self._pending.clear()
         self.pending_bytes = 0
 

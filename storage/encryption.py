@@ -107,6 +107,10 @@ class SegmentWriter:
         del pending[:count * size]
         self._file.write(b"".join(sealed))
 
+    def writelines(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
     def close(self) -> None:
         if self._file.closed:
             return
