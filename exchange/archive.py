@@ -90,11 +90,12 @@ class Archive:
 
         with self.blobs.placing():
             self.blobs.commit([item.writer for item in incoming])
-            outcomes = self.index.add(org, records, audited)
-        refused = {item.record.blob_key for item, outcome in zip(incoming, outcomes)
-                   if outcome is AddOutcome.CONFLICT}
-        if refused:
-            self._delete_unreferenced(refused)
+            outcomes = self.index.add(org, records, audited, self.blobs.same_bytes)
+        # A conflict's blob, or the same bytes held under their former name: referenced by nothing.
+        unused = {item.record.blob_key for item, outcome in zip(incoming, outcomes)
+                  if outcome is not AddOutcome.STORED}
+        if unused:
+            self._delete_unreferenced(unused)
         return outcomes
 
     def discard(self, writers: list[BlobWriter]) -> None:

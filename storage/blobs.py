@@ -1,4 +1,4 @@
-"""The immutable blob store for DICOM Part 10 objects: content-addressed (SHA-256), so the
+"""The immutable blob store for DICOM Part 10 objects: content-addressed (storage/content_key.py), so the
 same bytes held for two organisations are stored once, and durable before anyone is told.
 With a keyring, every file it writes (spooled uploads too) is encrypted (storage/encryption.py)."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import hashlib
 import itertools
 import os
 from collections.abc import Iterable, Iterator
@@ -14,6 +13,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from storage.content_key import former_key, new_hasher
 from storage.direct_file import DirectFile
 from storage.encryption import DecryptingReader, SegmentWriter, open_decrypting
 from storage.file_lock import file_lock
@@ -46,6 +46,7 @@ class BlobStore(Protocol):
     def read_range(self, key: str, offset: int, length: int) -> bytes: ...
     def delete(self, keys: Iterable[str]) -> None: ...
     def exists(self, key: str) -> bool: ...
+    def same_bytes(self, held: str, key: str) -> bool: ...
     def placing(self) -> AbstractContextManager[None]: ...
     def removing(self) -> AbstractContextManager[None]: ...
 
@@ -67,7 +68,7 @@ class SpooledBlob:
         self.keyring = keyring
         self.pending_bytes = 0
         self._pending: list[bytes] = []
-        self._hash = hashlib.sha256()
+        self._hash = new_hasher()
         self._file: DirectFile | SegmentWriter | None = None
         self._key: str | None = None
 
@@ -120,8 +121,8 @@ class FileBlobStore:
     filesystem sync makes all of them durable together (instead of one fsync after another),
     and only then may the caller commit the index and acknowledge.
 
-    The key is the SHA-256 of the plaintext, encrypted or not, so encryption changes neither
-    keys nor deduplication."""
+    The key is the hash of the plaintext, encrypted or not, so encryption changes neither keys
+    nor deduplication."""
 
     def __init__(self, root: Path, keyring: Keyring | None = None):
         self.root = root
@@ -175,6 +176,11 @@ class FileBlobStore:
 
     def exists(self, key: str) -> bool:
         return self.path_of(key).exists()
+
+    def same_bytes(self, held: str, key: str) -> bool:
+        """Whether `held`, another blob's name, is the name blob `key`'s bytes had before BLAKE3
+        (storage/content_key.py): read only when an object comes again under a held UID."""
+        return held != key and former_key(self.iter_chunks(key)) == held
 
     # The same bytes may arrive twice: a removal must never unlink a blob that a store in flight
     # has placed but not yet indexed. Stores share this lock, removals take it alone; flock(2)

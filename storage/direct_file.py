@@ -4,8 +4,8 @@ the page cache.
 A blob is written once and synced before it is acknowledged, so the page cache only costs on the
 way in: every byte is copied into pages taken from free memory, and on a virtual machine whose
 host takes freed memory back (free page reporting, as here) each of those pages is first touched
-at the host's expense. Storing 512×512 instances at 8 clients, that copy took a third of both
-cores (bench/README). Written directly, the bytes go to the device from one reused buffer.
+at the host's expense. Storing 512×512 instances at 8 clients, that copy took 22–32 % of both
+cores (perf; bench/README). Written directly, the bytes go to the device from one reused buffer.
 
 The first `CACHED_HEAD` bytes still go through the page cache: they hold the DICOM header, which
 the parser reads right after (dicomweb/part10.py). The last partial block does too, because

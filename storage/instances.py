@@ -82,16 +82,20 @@ class InstanceIndex:
     # -- store --------------------------------------------------------------------------------
 
     def add(self, org: str, records: Sequence[InstanceRecord],
-            also: Callable[[Connection, list[AddOutcome]], None] | None = None) -> list[AddOutcome]:
+            also: Callable[[Connection, list[AddOutcome]], None] | None = None,
+            same_bytes: Callable[[str, str], bool] | None = None) -> list[AddOutcome]:
         """Index `records` (their blobs already durable) in one transaction; `also` writes more
-        rows in it (the audit events of the store), knowing each record's outcome."""
+        rows in it (the audit events of the store), knowing each record's outcome.
+        `same_bytes(held, key)` tells whether a blob key held under a SOP Instance UID names the
+        same bytes as the new `key` all the same (a name from before BLAKE3: storage/content_key.py)."""
         with self.database.write() as connection:
-            outcomes = self._add(connection, org, records)
+            outcomes = self._add(connection, org, records, same_bytes)
             if also is not None:
                 also(connection, outcomes)
             return outcomes
 
-    def _add(self, connection: Connection, org: str, records: Sequence[InstanceRecord]) -> list[AddOutcome]:
+    def _add(self, connection: Connection, org: str, records: Sequence[InstanceRecord],
+             same_bytes: Callable[[str, str], bool] | None = None) -> list[AddOutcome]:
         """Insert first, ask later: the instance insert reports which SOP Instance UIDs were
         new, and only the others (already held, or stored by another writer meanwhile) are
         looked up to tell an identical re-store from a conflict. Study and series rows are
@@ -118,7 +122,9 @@ class InstanceIndex:
             # What the index now holds under this UID: the copy stored first in this request, or
             # the object held before it.
             kept = first[uid].blob_key if uid in inserted else held.get(uid)
-            outcomes.append(AddOutcome.ALREADY_STORED if kept == record.blob_key else AddOutcome.CONFLICT)
+            same = kept == record.blob_key or (kept is not None and same_bytes is not None
+                                               and same_bytes(kept, record.blob_key))
+            outcomes.append(AddOutcome.ALREADY_STORED if same else AddOutcome.CONFLICT)
         return outcomes
 
     def _held_blob_keys(self, connection: Connection, org: str, uids: list[str]) -> dict[str, str]:

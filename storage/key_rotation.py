@@ -5,7 +5,6 @@ simply run again; and, with every server stopped, the SQLite index."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from storage.at_rest import (
     write_record,
 )
 from storage.blobs import FileBlobStore, sync_filesystem
+from storage.content_key import NameCheck
 from storage.encryption import DecryptingReader, NotEncrypted, SegmentWriter, header_of
 from storage.keyring import EncryptionError, Keyring, key_check
 
@@ -101,9 +101,9 @@ def _rotate_blob(store: FileBlobStore, keyring: Keyring, path: Path, report: Rot
         return False
     temporary = store.incoming / f"{os.getpid()}-rotate-{os.urandom(4).hex()}"  # removed at start if we die
     try:
-        digest = _reencrypt(path, former, temporary, keyring)
-        if digest != path.name:
-            raise DamagedBlob(f"its plaintext hashes to {digest}, not to its name")
+        check = _reencrypt(path, former, temporary, keyring)
+        if not check.matches(path.name):
+            raise DamagedBlob(f"its plaintext hashes to {check.key}, not to its name")
         # Shared with stores, exclusive of removals: a blob deleted meanwhile is not brought back.
         with store.placing():
             if not path.exists():
@@ -121,16 +121,16 @@ def _rotate_blob(store: FileBlobStore, keyring: Keyring, path: Path, report: Rot
     return True
 
 
-def _reencrypt(path: Path, former: str, temporary: Path, keyring: Keyring) -> str:
+def _reencrypt(path: Path, former: str, temporary: Path, keyring: Keyring) -> NameCheck:
     """Write `path`'s plaintext encrypted under the active key to `temporary`, durably; return
-    the SHA-256 of the plaintext."""
-    digest = hashlib.sha256()
+    the plaintext's hashes."""
+    check = NameCheck()
     source = open(path, "rb") if former == PLAINTEXT else DecryptingReader(path, keyring)
     writer = SegmentWriter(temporary, keyring)
     try:
         with source:
             while chunk := source.read(CHUNK):
-                digest.update(chunk)
+                check.update(chunk)
                 writer.write(chunk)
     finally:
         writer.close()
@@ -139,7 +139,7 @@ def _reencrypt(path: Path, former: str, temporary: Path, keyring: Keyring) -> st
         os.fsync(fd)
     finally:
         os.close(fd)
-    return digest.hexdigest()
+    return check
 
 
 def rotate_index(path: Path, keyring: Keyring, index_key_id: str | None) -> str | None:

@@ -6,7 +6,6 @@ originals in (0400,0561) and the received copies are kept byte for byte."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import secrets
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from exchange.reports import encapsulated_pdf
+from storage.content_key import content_key
 from tests.dicomweb_requests import stow
 from tests.exchange.webhook_receiver import receiver
 from tests.pdf_documents import minimal_pdf
@@ -137,7 +137,7 @@ def test_an_emergency_bundle_travels_is_retrieved_and_imported_with_local_identi
         originals = dataset.OriginalAttributesSequence[-1].ModifiedAttributesSequence[0]
         assert (originals.PatientID, str(originals.PatientName)) == (patient, "JONES^ALICE^M")
     # The received copies are kept, byte for byte: their content-addressed blobs are still on disk.
-    assert {hashlib.sha256(data).hexdigest() for data in sent.values()} <= server.blob_files()
+    assert {content_key(data) for data in sent.values()} <= server.blob_files()
 
     again = as_b.post(f"/api/orgs/{b}/transfers/{transfer_id}/import", json={**LOCAL, "confirm": True})
     assert again.status_code == 409 and "cannot be imported again" in again.json()["error"]
@@ -148,7 +148,7 @@ def test_an_emergency_bundle_travels_is_retrieved_and_imported_with_local_identi
     assert as_b.get(f"/api/orgs/{b}/transfers/{transfer_id}").json()["state"] == "expired"
     kept = as_b.get(f"/dicomweb/{b}/instances", params={"PatientID": "RJ1-0042"}).json()
     assert len(kept) == len(sent)
-    assert not {hashlib.sha256(data).hexdigest() for data in sent.values()} & server.blob_files()
+    assert not {content_key(data) for data in sent.values()} & server.blob_files()
 
 
 def test_an_invalid_nhs_number_is_refused_and_nothing_changes(server):

@@ -5,7 +5,6 @@ sender's own holdings and a third organisation's data all stay. A dry run change
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import secrets
@@ -19,6 +18,7 @@ import pytest
 from pydicom.uid import generate_uid
 from sqlalchemy import update
 
+from storage.content_key import content_key
 from storage.database import Database, database_url
 from storage.tables import TransferEvent
 from tests.dicomweb_requests import stow
@@ -43,7 +43,7 @@ class Sent:
 
     @property
     def blob_key(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+        return content_key(self.data)
 
     @property
     def path(self) -> str:

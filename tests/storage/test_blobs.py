@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from storage.blobs import FileBlobStore
+from storage.content_key import content_key
 from storage.direct_file import BLOCK
 
 
@@ -21,17 +22,26 @@ def spool(store: FileBlobStore, *chunks: bytes):
     return writer
 
 
-def test_a_blob_is_keyed_by_the_sha256_of_its_bytes(tmp_path):
+def test_a_blob_is_keyed_by_the_hash_of_its_bytes(tmp_path):
     store = FileBlobStore(tmp_path)
     writer = spool(store, b"DICM", b" and more bytes")
     assert writer.path.parent == tmp_path / "incoming"
     store.commit([writer])
-    key = hashlib.sha256(b"DICM and more bytes").hexdigest()
+    key = content_key(b"DICM and more bytes")
     assert writer.key == key and writer.size == 19
     assert store.path_of(key) == tmp_path / "blobs" / key[:2] / key[2:4] / key
     assert store.path_of(key).read_bytes() == b"DICM and more bytes"
     assert store.exists(key)
     assert list((tmp_path / "incoming").iterdir()) == []
+
+
+def test_a_blob_is_the_same_bytes_as_a_held_name_that_is_their_former_sha256_name(tmp_path):
+    """Blobs stored before BLAKE3 named blobs keep their SHA-256 names (storage/content_key.py)."""
+    store = FileBlobStore(tmp_path)
+    writer = spool(store, b"DICM", b" stored again")
+    store.commit([writer])
+    assert store.same_bytes(hashlib.sha256(b"DICM stored again").hexdigest(), writer.key)
+    assert not store.same_bytes(hashlib.sha256(b"other bytes").hexdigest(), writer.key)
 
 
 def test_buffered_bytes_touch_the_filesystem_only_when_flushed(tmp_path):
@@ -50,7 +60,7 @@ def test_buffered_bytes_touch_the_filesystem_only_when_flushed(tmp_path):
     writer.buffer(b" tail")
     store.commit([writer])
     data = b"DICM" + b"x" * writer.FLUSH_BYTES + b" tail"
-    assert writer.key == hashlib.sha256(data).hexdigest() and store.path_of(writer.key).read_bytes() == data
+    assert writer.key == content_key(data) and store.path_of(writer.key).read_bytes() == data
 
 
 def test_a_discarded_blob_leaves_nothing_flushed_or_not(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from storage.blobs import FileBlobStore
+from storage.content_key import content_key
 from storage.encryption import (
     TAG_BYTES,
     BlobAuthenticationError,
@@ -202,7 +203,7 @@ def test_an_encrypted_store_keys_blobs_by_the_plaintext_and_leaves_no_plaintext_
     writer.close()
     assert b"PATIENT^NAME" not in writer.path.read_bytes()  # the spool file in incoming/ too
     store.commit([writer])
-    assert writer.key == hashlib.sha256(data).hexdigest()
+    assert writer.key == content_key(data)
     assert b"PATIENT^NAME" not in store.path_of(writer.key).read_bytes()
     with store.open(writer.key) as handle:
         assert handle.read() == data
@@ -247,6 +248,21 @@ def test_rotation_encrypts_plaintext_blobs(tmp_path):
     assert report.rotated == {PLAINTEXT: 1}
     assert b"DOE^JOHN" not in FileBlobStore(tmp_path).path_of(key).read_bytes()
     assert FileBlobStore(tmp_path, ring).read_range(key, 0, 100) == b"DOE^JOHN plaintext"
+
+
+def test_rotation_checks_a_blob_stored_before_blake3_against_its_sha256_name(tmp_path):
+    """Blobs stored before BLAKE3 named them keep their SHA-256 names (storage/content_key.py):
+    rotation accepts either hash of the plaintext, and neither is still a damaged blob."""
+    store = FileBlobStore(tmp_path)
+    older, misnamed = b"DOE^JANE stored in November", b"bytes under another blob's name"
+    older_key, misnamed_key = hashlib.sha256(older).hexdigest(), hashlib.sha256(b"other").hexdigest()
+    for key, data in ((older_key, older), (misnamed_key, misnamed)):
+        store.path_of(key).parent.mkdir(parents=True, exist_ok=True)
+        store.path_of(key).write_bytes(data)
+    ring = keyring("k1")
+    report = rotate(FileBlobStore(tmp_path, ring), ring)
+    assert report.rotated == {PLAINTEXT: 1} and list(report.failed) == [misnamed_key]
+    assert FileBlobStore(tmp_path, ring).read_range(older_key, 0, 100) == older
 
 
 def test_rotation_leaves_a_damaged_blob_as_it_is_and_says_so(tmp_path):

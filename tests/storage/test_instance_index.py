@@ -72,3 +72,19 @@ def test_within_one_request_the_first_object_of_a_uid_is_kept(index):
     # Held already: a copy equal to the held object is stored again, a differing one conflicts,
     # whichever comes first in the request.
     assert index.add("RJ1", [record("1.1", "b"), record("1.1", "a")]) == [CONFLICT, AGAIN]
+
+
+def test_another_key_for_a_held_uid_is_the_same_object_when_same_bytes_says_so(index):
+    """A blob stored before BLAKE3 named blobs has its SHA-256 name (storage/content_key.py):
+    the same object stored again comes under another key, and `same_bytes` tells them apart
+    from a conflict. It is asked only when the keys differ."""
+    asked = []
+
+    def same_bytes(held: str, key: str) -> bool:
+        asked.append((held, key))
+        return (held, key) == ("sha256-name", "blake3-name")
+
+    index.add("RJ1", [record("1.1", "sha256-name"), record("1.2", "b")])
+    assert index.add("RJ1", [record("1.1", "blake3-name"), record("1.2", "b")], same_bytes=same_bytes) == [AGAIN, AGAIN]
+    assert index.add("RJ1", [record("1.1", "other-bytes")], same_bytes=same_bytes) == [CONFLICT]
+    assert asked == [("sha256-name", "blake3-name"), ("sha256-name", "other-bytes")]
