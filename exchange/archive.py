@@ -205,8 +205,12 @@ class Archive:
         self._delete_unreferenced(keys)
 
     def _delete_unreferenced(self, keys: set[str]) -> None:
-        with self.blobs.removing():
-            self.blobs.delete(keys - self.index.blob_in_use(keys))
+        # Asked first without the removal lock, which waits for every store placing blobs: an
+        # object stored again under the same key leaves nothing to remove.
+        keys = keys - self.index.blob_in_use(keys)
+        if keys:
+            with self.blobs.removing():
+                self.blobs.delete(keys - self.index.blob_in_use(keys))
 
 
 def _store_events(requester: Requester, org: str, records: list[InstanceRecord],

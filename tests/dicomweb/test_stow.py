@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -9,8 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pydicom
 import pytest
+from sqlalchemy import update
 
 from conformance.corpus import new_uid
+from storage.content_key import content_key
+from storage.database import Database, database_url
+from storage.instances import INSTANCE
 from tests.dicomweb_requests import (
     RETRIEVE_URL,
     edited,
@@ -391,3 +396,33 @@ def test_stow_to_an_unknown_organisation_is_404_with_a_message(server, http):
     response = stow(http, f"{server.base_url}/dicomweb/no-such-org", study.parts)
     assert response.status_code == 404
     assert "no-such-org" in response.json()["error"]
+
+
+def test_an_object_held_under_its_former_sha256_name_stored_again_is_the_same_object(server, fresh_org, http):
+    """A data directory from before BLAKE3 named blobs holds them under the SHA-256 of their
+    bytes (storage/content_key.py). Stored again, such an object is the same object (200, no
+    Duplicate SOP Instance failure, PS3.18 10.5.3), the copy under its new name is not kept,
+    and the object is served from its former name as before."""
+    root = server.root(fresh_org)
+    study = make_study(instances_per_series=2)
+    assert stow(http, root, study.parts).status_code == 200
+    sop, (series, data) = next(iter(study.instances.items()))
+    new_name, former_name = content_key(data), hashlib.sha256(data).hexdigest()
+    blobs = server.data_dir / "blobs"
+    former_path = blobs / former_name[:2] / former_name[2:4] / former_name
+    former_path.parent.mkdir(parents=True, exist_ok=True)
+    (blobs / new_name[:2] / new_name[2:4] / new_name).rename(former_path)
+    index = Database(database_url(server.database_url, server.data_dir))
+    try:
+        with index.write() as connection:
+            connection.execute(update(INSTANCE).where(INSTANCE.c.org == fresh_org, INSTANCE.c.sop_instance_uid == sop)
+                               .values(blob_key=former_name))
+    finally:
+        index.dispose()
+
+    again = stow(http, root, study.parts)
+    assert again.status_code == 200, again.text
+    assert sorted(referenced_sop_instances(again.json())) == sorted(study.instances)
+    assert new_name not in server.blob_files() and former_name in server.blob_files()
+    [part] = retrieve(http, instance_url(root, study.study_uid, series, sop))
+    assert part.content == data
