@@ -112,4 +112,4 @@ def default_workers() -> int:
     a store waits in turn on the disk and on SQLite's single writer: with one worker per core,
     the two cores here were 80-84 % busy storing CT-size objects at 8 clients; a third worker
     stored 12 % more of them per second, at less processor time each (bench/README.md)."""
-    return min((os.cpu_count() or 1) + 1, 4)
+    return min(_cores() + 1, 4)
